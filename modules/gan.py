@@ -1,0 +1,264 @@
+"""The two-player game as a LightningModule with manual optimization (Goodfellow et al., 2014, Algorithm 1).
+
+Each training step is one discriminator (critic) step on its own real batch; after every ``n_critic``-th
+discriminator step the generator takes one step. Only the generator's optimizer step is counted by
+Lightning, so ``trainer.global_step`` (and with it ``max_steps``, checkpoint intervals and schedules)
+counts generator iterations. Images shown to D are counted in ``images_seen`` (reported as kimg).
+
+Randomness inside the game (z, interpolation weights) is drawn from generators seeded by
+(seed, rank, discriminator step), so a resumed run draws exactly what an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import Tensor, nn
+
+from modules.ema import ema_beta, make_ema_copy, update_ema
+from modules.losses import GANLoss, NonSaturatingLoss
+from modules.regularizers import apply_spectral_norm, clip_weights_, gradient_penalty, r1_penalty
+
+_RNG_TAGS = {"z_d": 0, "z_g": 1, "gp": 2}
+_PROGRESS_BAR = {"loss/d", "loss/g", "kimg"}
+
+
+def _do_nothing() -> None:
+    return None
+
+
+class GAN(pl.LightningModule):
+    """Generator vs discriminator; the loss, regularizers and optimizers make the variant.
+
+    Args:
+        generator: maps z (N, generator.latent_dim) [and labels] to samples.
+        discriminator: maps samples [and labels] to one raw score per sample.
+        loss: the adversarial objective (see modules.losses).
+        n_critic: discriminator steps per generator step, each on its own real batch.
+        optimizer: "adam" (lr, betas) or "rmsprop" (lr; WGAN's choice).
+        lr_g, lr_d, betas_g, betas_d: per-player hyper-parameters (two time-scale update rule).
+        lr_schedule: "constant", or "linear" decay to zero at ``trainer.max_steps`` generator steps.
+        weight_clip: WGAN clipping bound c for every critic weight (None: off).
+        gp_weight: WGAN-GP gradient-penalty weight lambda (0: off).
+        r1_gamma, r1_every: R1 penalty gamma on reals, applied lazily every k-th D step (0: off).
+        spectral_norm: spectral normalisation on every weight layer of the discriminator.
+        grad_clip_g, grad_clip_d: per-player max gradient norm (None: off).
+        ema_kimg: half-life of the generator's EMA in thousands of images (None: no EMA).
+        ema_rampup: caps the EMA half-life at this fraction of images seen (None: no ramp-up).
+        noise_seed: seed of the game's random streams (None: the process's torch seed at construction).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: GANLoss | None = None,
+        n_critic: int = 1,
+        optimizer: Literal["adam", "rmsprop"] = "adam",
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas_g: tuple[float, float] = (0.5, 0.999),
+        betas_d: tuple[float, float] = (0.5, 0.999),
+        lr_schedule: Literal["constant", "linear"] = "constant",
+        weight_clip: float | None = None,
+        gp_weight: float = 0.0,
+        r1_gamma: float = 0.0,
+        r1_every: int = 1,
+        spectral_norm: bool = False,
+        grad_clip_g: float | None = None,
+        grad_clip_d: float | None = None,
+        ema_kimg: float | None = 10.0,
+        ema_rampup: float | None = 0.05,
+        noise_seed: int | None = None,
+    ):
+        super().__init__()
+        if n_critic < 1:
+            raise ValueError(f"model.n_critic must be >= 1, got {n_critic}")
+        if not hasattr(generator, "latent_dim"):
+            raise ValueError(f"model.generator ({type(generator).__name__}) must define `latent_dim`")
+        # Under ganforge's CLI the hyper-parameters are the config itself (networks as class paths), so
+        # load_from_checkpoint rebuilds the module; built in Python, the networks are left out of them.
+        from_config = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=None if from_config else ["generator", "discriminator", "loss"])
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = apply_spectral_norm(discriminator) if spectral_norm else discriminator
+        self.generator_ema = make_ema_copy(generator) if ema_kimg is not None else None
+        self.loss = loss if loss is not None else NonSaturatingLoss()
+        self.seed = int(torch.initial_seed() if noise_seed is None else noise_seed) % (2**62)
+        self.d_steps = 0
+        self.images_seen = 0
+
+    # ---- the game -------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real, labels = split_batch(batch)
+        opt_g, opt_d = self.optimizers()
+        metrics = self.discriminator_step(opt_d, real, labels)
+        self.d_steps += 1
+        self.images_seen += real.shape[0] * self.trainer.world_size
+        if self.d_steps % self.hparams.n_critic == 0:
+            metrics.update(self.generator_step(opt_g, real.shape[0], labels))
+            self.update_generator_ema(real.shape[0] * self.trainer.world_size)
+            for scheduler in self.lr_schedulers() or []:
+                scheduler.step()
+        metrics["kimg"] = self.images_seen / 1000.0
+        for name, value in metrics.items():
+            self.log(name, value, prog_bar=name in _PROGRESS_BAR)
+
+    def discriminator_step(self, opt, real: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        """One step of D: ascend on reals, descend on detached fakes, plus its regularizers."""
+        n = real.shape[0]
+        with torch.no_grad():
+            fake = self.generator(self.sample_z(n, "z_d"), labels)
+        real_scores = self.discriminator(real, labels)
+        fake_scores = self.discriminator(fake, labels)
+        loss = self.loss.discriminator(real_scores, fake_scores)
+        metrics = {"loss/d_adv": loss.detach()}
+        hp = self.hparams
+        if hp.gp_weight > 0:
+            gp = gradient_penalty(lambda x: self.discriminator(x, labels), real, fake, self._rng("gp"))
+            loss = loss + hp.gp_weight * gp
+            metrics["reg/gp"] = gp.detach()
+        if hp.r1_gamma > 0 and self.d_steps % hp.r1_every == 0:
+            r1 = r1_penalty(lambda x: self.discriminator(x, labels), real)
+            loss = loss + 0.5 * hp.r1_gamma * hp.r1_every * r1
+            metrics["reg/r1"] = r1.detach()
+        self._step_player(opt, loss, counted=False)
+        if hp.weight_clip is not None:
+            clip_weights_(self.discriminator, hp.weight_clip)
+        metrics.update(self._score_metrics(real_scores, fake_scores))
+        metrics["loss/d"] = loss.detach()
+        return metrics
+
+    def generator_step(self, opt, n: int, labels: Tensor | None) -> dict[str, Tensor]:
+        """One step of G against a frozen D: only G's parameters receive gradients."""
+        self.discriminator.requires_grad_(False)
+        try:
+            fake_scores = self.discriminator(self.generator(self.sample_z(n, "z_g"), labels), labels)
+            loss = self.loss.generator(fake_scores)
+            self._step_player(opt, loss, counted=True)
+        finally:
+            self.discriminator.requires_grad_(True)
+        return {"loss/g": loss.detach()}
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def _step_player(self, opt, loss: Tensor, counted: bool) -> None:
+        """zero_grad -> backward -> step for one player's optimizer.
+
+        The generator's step goes through Lightning's optimizer wrapper, which advances global_step;
+        the discriminator's goes straight to the strategy (same precision and distribution handling),
+        which does not.
+        """
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if counted:
+            opt.step()
+        else:
+            self.trainer.strategy.optimizer_step(opt.optimizer, _do_nothing)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Per-player gradient clipping and gradient-norm logging (grads are final here)."""
+        player = "g" if optimizer is self._raw_optimizer(0) else "d"
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        limit = self.hparams.grad_clip_g if player == "g" else self.hparams.grad_clip_d
+        if limit is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, limit)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        self.log(f"gradnorm/{player}", norm)
+        self.log(f"lr/{player}", optimizer.param_groups[0]["lr"])
+
+    def _raw_optimizer(self, index: int) -> torch.optim.Optimizer:
+        return self.trainer.optimizers[index]
+
+    def update_generator_ema(self, batch_images: int) -> None:
+        if self.generator_ema is None:
+            return
+        beta = ema_beta(self.hparams.ema_kimg, batch_images, self.images_seen, self.hparams.ema_rampup)
+        update_ema(self.generator_ema, self.generator, beta)
+
+    def _score_metrics(self, real_scores: Tensor, fake_scores: Tensor) -> dict[str, Tensor]:
+        if self.loss.probabilistic:
+            return {"D(x)": torch.sigmoid(real_scores).mean().detach(),
+                    "D(G(z))": torch.sigmoid(fake_scores).mean().detach()}
+        return {"score/real": real_scores.mean().detach(), "score/fake": fake_scores.mean().detach()}
+
+    def _rng(self, tag: str) -> torch.Generator:
+        """A generator seeded by (seed, rank, D step, purpose): reproducible across resumes and ranks."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        key = ((self.seed * 1_000_003 + rank) * 1_000_033 + self.d_steps) * 16 + _RNG_TAGS[tag]
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(key % (2**63 - 1))
+        return gen
+
+    def sample_z(self, n: int, tag: str) -> Tensor:
+        return torch.randn(n, self.generator.latent_dim, device=self.device, generator=self._rng(tag))
+
+    # ---- inference ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None, seed: int = 0, use_ema: bool = True) -> Tensor:
+        """n samples from the (EMA) generator in eval mode, for a fixed ``seed``."""
+        net = self.generator_ema if (use_ema and self.generator_ema is not None) else self.generator
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        z = torch.randn(n, self.generator.latent_dim, device=self.device, generator=gen)
+        was_training = net.training
+        net.eval()
+        try:
+            return net(z, labels)
+        finally:
+            net.train(was_training)
+
+    # ---- optimizers and checkpoints -------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt_g = self._make_optimizer(self.generator_parameters(), hp.lr_g, hp.betas_g)
+        opt_d = self._make_optimizer(self.discriminator.parameters(), hp.lr_d, hp.betas_d)
+        if hp.lr_schedule == "constant":
+            return [opt_g, opt_d]
+        total = self.trainer.max_steps
+        if total is None or total <= 0:
+            raise ValueError("model.lr_schedule=linear needs trainer.max_steps (generator steps) to be set")
+
+        def linear(step: int) -> float:
+            return max(0.0, 1.0 - step / total)
+
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, linear) for o in (opt_g, opt_d)]
+        return [opt_g, opt_d], schedulers
+
+    def generator_parameters(self):
+        """Everything the generator's optimizer owns (subclasses add encoders)."""
+        return self.generator.parameters()
+
+    def _make_optimizer(self, params, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+        if self.hparams.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ganforge"] = {"variant": self.variant_name(), "d_steps": self.d_steps,
+                                  "images_seen": self.images_seen, "seed": self.seed}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("ganforge")
+        if state is None:
+            raise ValueError("checkpoint has no ganforge state: it was not written by ganforge")
+        if state["variant"] != self.variant_name():
+            raise ValueError(f"checkpoint is for variant {state['variant']!r} but the config builds "
+                             f"{self.variant_name()!r}: resume with the config the checkpoint was trained with")
+        self.d_steps, self.images_seen, self.seed = state["d_steps"], state["images_seen"], state["seed"]
+
+    def variant_name(self) -> str:
+        """The module class and its networks: what a checkpoint must match to be loaded."""
+        return f"{type(self).__name__}({type(self.generator).__name__}, {type(self.discriminator).__name__})"
+
+
+def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+    """A batch is a tensor of samples, or (samples, labels)."""
+    if isinstance(batch, (list, tuple)):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    return batch, None

@@ -1,0 +1,50 @@
+"""The ``ganforge`` command: LightningCLI for fit, plus ganforge's own subcommands."""
+
+from __future__ import annotations
+
+import sys
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import LightningCLI
+
+from modules.gan import GAN
+
+
+class GanForgeCLI(LightningCLI):
+    """Every module, datamodule, trainer, logger and callback option is a config key (jsonargparse)."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # GANs have no validation/test targets of their own: evaluation runs in callbacks during fit.
+        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
+
+
+def run_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
+    return GanForgeCLI(
+        GAN,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+SUBCOMMANDS = {
+    "sample": "pipeline.sample_command",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+        return
+    run_cli(argv)
+
+
+if __name__ == "__main__":
+    main()
