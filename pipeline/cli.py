@@ -31,8 +31,11 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
     )
 
 
+# ganforge's own subcommands: name -> module with a ``main(argv)``.
 SUBCOMMANDS = {
     "sample": "pipeline.sample_command",
+    "shards": "pipeline.shards_command",
+    "launch": "pipeline.launch_command",
 }
 
 
