@@ -158,6 +158,7 @@ class GAN(pl.LightningModule):
             opt.step()
         else:
             self.trainer.strategy.optimizer_step(opt.optimizer, _do_nothing)
+        opt.zero_grad(set_to_none=True)  # no gradient outlives its step
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Per-player gradient clipping and gradient-norm logging (grads are final here)."""
