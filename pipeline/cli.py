@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import pytorch_lightning as pl
@@ -42,9 +43,11 @@ SUBCOMMANDS = {
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        import importlib
-
-        importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+        command = importlib.import_module(SUBCOMMANDS[argv[0]])
+        try:
+            command.main(argv[1:])
+        except (FileNotFoundError, ValueError) as err:  # bad input: one line that names it, no traceback
+            raise SystemExit(f"ganforge {argv[0]}: error: {err}") from None
         return
     run_cli(argv)
 
