@@ -56,7 +56,7 @@ def test_each_step_moves_only_its_player_and_n_critic_is_honoured():
     assert kinds[:8] == ["d", "end", "d", "end", "d", "g", "end", "d"]
     assert kinds.count("g") == 4 and kinds.count("d") == 12
     assert trainer.global_step == 4
-    for (what, g0, d0, g_grad, d_grad), (_, g1, d1, _, _) in zip(recorder.events, recorder.events[1:]):
+    for (what, g0, d0, g_grad, d_grad), (_, g1, d1, _, _) in zip(recorder.events, recorder.events[1:], strict=False):
         if what == "d":  # between D's step and the next event only D moved; G holds no gradient
             assert torch.equal(g0, g1) and not torch.equal(d0, d1)
             assert not g_grad and d_grad

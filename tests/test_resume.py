@@ -1,7 +1,7 @@
 """A run stopped at step k and resumed ends bit-identical to a run never stopped (CPU, fixed seed)."""
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
