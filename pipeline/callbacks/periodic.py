@@ -1,0 +1,46 @@
+"""Base for evaluations that run every N generator steps and once more at the end of training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class PeriodicCallback(pl.Callback):
+    """Calls ``run(trainer, pl_module)`` when global_step (generator steps) hits a multiple of ``every_n_steps``
+    and at the end of fit, never twice for one step. ``every_n_steps=0`` runs it at the end only."""
+
+    def __init__(self, every_n_steps: int):
+        self.every_n_steps = every_n_steps
+        self._last_step = -1
+
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        raise NotImplementedError
+
+    def _maybe_run(self, trainer, pl_module) -> None:
+        if trainer.global_step != self._last_step:
+            self._last_step = trainer.global_step
+            self.run(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
+            self._maybe_run(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._maybe_run(trainer, pl_module)
+
+
+def samples_dir(trainer: pl.Trainer) -> Path:
+    """``<run dir>/samples``: sample images live beside the run's checkpoints."""
+    out = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def log_image(trainer: pl.Trainer, key: str, path: Path) -> None:
+    """Send an image file to every logger that takes images (W&B); CSV loggers keep the file path only."""
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_image"):
+            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
