@@ -150,10 +150,12 @@ class GAN(pl.LightningModule):
 
         The generator's step goes through Lightning's optimizer wrapper, which advances global_step;
         the discriminator's goes straight to the strategy (same precision and distribution handling),
-        which does not.
+        which does not. The backward is manual_backward's, plus the optimizer, so that a strategy with one
+        engine per player (DeepSpeed) can route it.
         """
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        self._verify_is_manual_optimization("manual_backward")
+        self.trainer.strategy.backward(loss, opt.optimizer)
         if counted:
             opt.step()
         else:
@@ -252,6 +254,11 @@ class GAN(pl.LightningModule):
             raise ValueError(f"checkpoint is for variant {state['variant']!r} but the config builds "
                              f"{self.variant_name()!r}: resume with the config the checkpoint was trained with")
         self.d_steps, self.images_seen, self.seed = state["d_steps"], state["images_seen"], state["seed"]
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the generator is conditioned on (0: unconditional)."""
+        return getattr(self.generator, "num_classes", 0)
 
     def variant_name(self) -> str:
         """The module class and its networks: what a checkpoint must match to be loaded."""
