@@ -1,0 +1,180 @@
+"""Throughput of ganforge's step: plain PyTorch loop vs ganforge (1 process) vs 2-process ddp_gan, on CPU.
+
+    python scripts/bench_scale.py                       # ring8's MLPs, batch 256 per rank, 1 thread per process
+    python scripts/bench_scale.py --hidden 512 --batch 1024 --threads 1 --steps 300 --rounds 3
+
+Every variant trains the same networks (MLP G and D, non-saturating loss, Adam, n_critic=1, EMA) on the same
+2-D mixture batches, each in a fresh process with ``--threads`` torch threads per process; rounds interleave
+the variants and the best round of each counts (the machine may be shared). Prints steps/s and images/s
+(real images shown to D per second, all ranks), ganforge/plain (the framework's cost; floor 0.95) and the
+2-process step time over the 1-process one at the same per-rank batch (DDP's cost; ceiling 1.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ("plain", "ganforge", "ddp2")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=256, help="per rank")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--steps", type=int, default=300, help="timed generator steps (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def networks(args):
+    from modules.nets.mlp import MLPDiscriminator, MLPGenerator
+
+    return (MLPGenerator(latent_dim=2, hidden=args.hidden, layers=args.layers),
+            MLPDiscriminator(hidden=args.hidden, layers=args.layers))
+
+
+def data(args):
+    from datamodules.mixture_datamodule import MixtureDataModule
+
+    return MixtureDataModule(batch_size=args.batch, batches_per_epoch=args.warmup + args.steps + 10)
+
+
+def plain(args) -> float:
+    """The same algorithm as GAN.training_step, without a framework: seconds per timed step."""
+    import torch
+
+    from modules.ema import make_ema_copy, update_ema
+    from modules.losses import NonSaturatingLoss
+
+    g, d = networks(args)
+    ema, loss = make_ema_copy(g), NonSaturatingLoss()
+    opt_g = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    module = data(args)
+    stamps = []
+    for real in module.train_dataloader():
+        with torch.no_grad():
+            fake = g(torch.randn(args.batch, 2))
+        d_loss = loss.discriminator(d(real), d(fake))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        d.requires_grad_(False)
+        g_loss = loss.generator(d(g(torch.randn(args.batch, 2))))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        d.requires_grad_(True)
+        update_ema(ema, g, 0.999)
+        stamps.append(time.perf_counter())
+        if len(stamps) > args.warmup + args.steps:
+            break
+    return (stamps[-1] - stamps[args.warmup]) / args.steps
+
+
+def ganforge(args, devices: int) -> dict | None:
+    """ganforge's GAN under a Lightning Trainer: seconds per timed step, and per step in torch.distributed
+    collectives (waiting for the other rank included); None on ranks other than 0."""
+    import pytorch_lightning as pl
+    import torch.distributed as dist
+
+    import pipeline.strategies  # noqa: F401  registers ddp_gan
+    from modules.gan import GAN
+    from modules.losses import NonSaturatingLoss
+
+    in_collectives = [0.0]
+
+    def timing(call):
+        def timed(*a, **k):
+            start = time.perf_counter()
+            try:
+                return call(*a, **k)
+            finally:
+                in_collectives[0] += time.perf_counter() - start
+        return timed
+
+    for name in ("all_reduce", "broadcast", "barrier"):
+        setattr(dist, name, timing(getattr(dist, name)))
+
+    class Stamps(pl.Callback):
+        def __init__(self):
+            self.times = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.times.append(time.perf_counter())
+            if len(self.times) == args.warmup + 1:
+                in_collectives[0] = 0.0
+
+    g, d = networks(args)
+    model = GAN(g, d, loss=NonSaturatingLoss(), lr_g=1e-3, lr_d=1e-3, ema_kimg=10.0)
+    stamps = Stamps()
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_gan" if devices > 1 else "auto",
+                         max_steps=args.warmup + args.steps + 1, logger=False, callbacks=[stamps],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, data(args))
+    if not trainer.is_global_zero:
+        return None
+    steps = len(stamps.times) - 1 - args.warmup
+    return {"seconds_per_step": (stamps.times[-1] - stamps.times[args.warmup]) / steps,
+            "collective_seconds_per_step": in_collectives[0] / steps}
+
+
+def worker(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = ({"seconds_per_step": plain(args)} if args.worker == "plain"
+              else ganforge(args, 2 if args.worker == "ddp2" else 1))
+    if result is not None:
+        Path(args.out).write_text(json.dumps(result))
+
+
+def run_variant(variant: str, argv: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        subprocess.run([sys.executable, __file__, *argv, "--worker", variant, "--out", str(out)], env=env,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        worker(args)
+        return
+    argv = sys.argv[1:]
+    best: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for variant in VARIANTS:
+            result = run_variant(variant, argv)
+            if variant not in best or result["seconds_per_step"] < best[variant]["seconds_per_step"]:
+                best[variant] = result
+    print(f"MLP G/D hidden={args.hidden} layers={args.layers}, batch {args.batch} per rank, {args.threads} "
+          f"thread(s) per process, best of {args.rounds} rounds x {args.steps} steps, {os.cpu_count()} CPUs")
+    print(f"{'variant':<26}{'ms/step':>9}{'steps/s':>9}{'images/s':>10}")
+    for variant, label, ranks in (("plain", "plain PyTorch, 1 process", 1), ("ganforge", "ganforge, 1 process", 1),
+                                  ("ddp2", "ganforge ddp_gan, 2 procs", 2)):
+        s = best[variant]["seconds_per_step"]
+        print(f"{label:<26}{1000 * s:>9.2f}{1 / s:>9.1f}{ranks * args.batch / s:>10.0f}")
+    seconds = {v: best[v]["seconds_per_step"] for v in VARIANTS}
+    print(f"ganforge / plain throughput: {seconds['plain'] / seconds['ganforge']:.3f}  (floor 0.95)")
+    print(f"2-process / 1-process step time: {seconds['ddp2'] / seconds['ganforge']:.3f}  (ceiling 1.10); "
+          f"rank 0 spent {1000 * best['ddp2']['collective_seconds_per_step']:.2f} ms/step in collectives")
+
+
+if __name__ == "__main__":
+    main()
