@@ -8,7 +8,10 @@ import sys
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
 
+import pipeline.strategies  # noqa: F401  registers the ddp_gan strategy
 from modules.gan import GAN
+from pipeline.run_record import RunRecordCallback
+from pipeline.wandb_logger import GanForgeWandbLogger
 
 
 class GanForgeCLI(LightningCLI):
@@ -19,6 +22,12 @@ class GanForgeCLI(LightningCLI):
         # GANs have no validation/test targets of their own: evaluation runs in callbacks during fit.
         return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
 
+    def before_fit(self) -> None:
+        # W&B starts its run before any callback or checkpoint hook: only here is the resumed checkpoint known.
+        for logger in self.trainer.loggers:
+            if isinstance(logger, GanForgeWandbLogger):
+                logger.resume_from(self.config.fit.ckpt_path)
+
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
     return GanForgeCLI(
@@ -26,6 +35,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=RunRecordCallback,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
@@ -37,6 +47,7 @@ SUBCOMMANDS = {
     "sample": "pipeline.sample_command",
     "shards": "pipeline.shards_command",
     "launch": "pipeline.launch_command",
+    "compare": "pipeline.compare_command",
 }
 
 

@@ -1,0 +1,63 @@
+"""`ganforge compare` on two real offline runs: their config differences, final/best metrics and a plot."""
+
+import pytest
+from PIL import Image
+from test_wandb_run import fit_ring8
+
+from pipeline.cli import main
+from pipeline.run_reader import read_local_runs
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, lr_d in (("a", "1e-3"), ("b", "5e-4")):
+            fit_ring8(mp, root / name, "--model.init_args.lr_d", lr_d, "--trainer.logger.init_args.group", "lr-d",
+                      steps=20)
+    runs = [read_local_runs(root / name / "wandb")[0] for name in ("a", "b")]
+    return root, runs
+
+
+def section(out: str, title: str) -> list[list[str]]:
+    """The rows of a printed table, split into cells (cells hold no double spaces)."""
+    lines = out.split(title, 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    return [[cell.strip() for cell in line.strip().split("  ") if cell.strip()] for line in lines]
+
+
+def test_compare_prints_differences_and_metrics_and_plots(two_runs, capsys):
+    root, (a, b) = two_runs
+    out_png = root / "cmp.png"
+    main(["compare", str(root / "a"), str(root / "b"), "--out", str(out_png)])
+    out = capsys.readouterr().out
+
+    config = {row[0]: row[1:] for row in section(out, "config differences")}
+    assert config["model.init_args.lr_d"] == ["0.001", "0.0005"]
+    assert config["trainer.default_root_dir"] == [str(root / "a"), str(root / "b")]
+    assert "model.init_args.lr_g" not in config and "model.init_args.n_critic" not in config  # equal: not shown
+
+    metrics = {row[0]: row[1:] for row in section(out, "metrics:")}
+    header = section(out, "metrics:")[0]
+    assert header == ["metric", a.id, b.id]
+    for column, run in ((0, a), (1, b)):
+        losses = [row["loss/d"] for row in run.history if "loss/d" in row]
+        assert metrics["loss/d"][column] == f"{losses[-1]:.4g}"
+        captured = next(row["modes/captured"] for row in run.history if "modes/captured" in row)
+        assert metrics["modes/captured"][column] == f"{captured:g} (best {captured:g} @ 20)"
+        assert metrics["run/final_kimg"][column] == "1.28"  # 20 steps x 64 images
+
+    assert f"wrote {out_png}" in out
+    with Image.open(out_png) as png:
+        assert png.format == "PNG" and png.width >= 1000 and png.height >= 300
+
+
+def test_compare_a_group_found_under_a_folder_against_kimg(two_runs, capsys):
+    root, (a, b) = two_runs
+    main(["compare", str(root), "--group", "lr-d", "--x", "kimg", "--metrics", "loss/*", "--out",
+          str(root / "kimg.png")])
+    out = capsys.readouterr().out
+    assert {a.id, b.id} <= set(section(out, "runs:")[1] + section(out, "runs:")[2])
+    assert [row[0] for row in section(out, "metrics:")[1:]] == ["loss/d", "loss/d_adv", "loss/g"]
+    assert "3 metric(s) against kimg" in out
+    with pytest.raises(SystemExit, match="no runs of group 'other'"):
+        main(["compare", str(root), "--group", "other"])
