@@ -30,7 +30,12 @@ class BiGAN(GAN):
             Penalties (gp_weight, r1_gamma) act on the pair: gradients with respect to x and z together.
     """
 
+    object_arguments = (*GAN.object_arguments, "encoder")
+
     def __init__(self, generator: nn.Module, discriminator: nn.Module, encoder: nn.Module, **kwargs: Any):
+        if kwargs.get("augment") is not None:
+            raise ValueError("model.augment is not supported by BiGAN: augmenting x would break its pairing "
+                             "with z; remove model.augment")
         super().__init__(generator, discriminator, **kwargs)
         self.encoder = encoder
         self._last_real: Tensor | None = None  # the G/E step encodes the reals of the D step before it

@@ -18,11 +18,12 @@ import torch
 from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 
+from modules.augment import DiffAugment
 from modules.ema import ema_beta, make_ema_copy, update_ema
 from modules.losses import GANLoss, NonSaturatingLoss
 from modules.regularizers import apply_spectral_norm, clip_weights_, gradient_penalty, r1_penalty
 
-_RNG_TAGS = {"z_d": 0, "z_g": 1, "gp": 2}
+_RNG_TAGS = {"z_d": 0, "z_g": 1, "gp": 2, "aug_real": 3, "aug_fake": 4, "aug_g": 5}
 _PROGRESS_BAR = {"loss/d", "loss/g", "kimg"}
 
 
@@ -48,8 +49,13 @@ class GAN(pl.LightningModule):
         grad_clip_g, grad_clip_d: per-player max gradient norm (None: off).
         ema_kimg: half-life of the generator's EMA in thousands of images (None: no EMA).
         ema_rampup: caps the EMA half-life at this fraction of images seen (None: no ramp-up).
+        augment: DiffAugment applied to everything D sees, in both players' steps (None: off).
+        channels_last: NHWC memory format for image networks and batches (faster convolutions on GPUs).
         noise_seed: seed of the game's random streams (None: the process's torch seed at construction).
     """
+
+    # Constructor arguments that are objects rather than settings: kept out of hparams when built in Python.
+    object_arguments: tuple[str, ...] = ("generator", "discriminator", "loss", "augment")
 
     def __init__(
         self,
@@ -72,6 +78,8 @@ class GAN(pl.LightningModule):
         grad_clip_d: float | None = None,
         ema_kimg: float | None = 10.0,
         ema_rampup: float | None = 0.05,
+        augment: DiffAugment | None = None,
+        channels_last: bool = False,
         noise_seed: int | None = None,
     ):
         super().__init__()
@@ -82,19 +90,26 @@ class GAN(pl.LightningModule):
         # Under ganforge's CLI the hyper-parameters are the config itself (networks as class paths), so
         # load_from_checkpoint rebuilds the module; built in Python, the networks are left out of them.
         from_config = _given_hyperparameters.get() is not None
-        self.save_hyperparameters(ignore=None if from_config else ["generator", "discriminator", "loss"])
+        self.save_hyperparameters(ignore=None if from_config else list(self.object_arguments))
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = apply_spectral_norm(discriminator) if spectral_norm else discriminator
         self.generator_ema = make_ema_copy(generator) if ema_kimg is not None else None
         self.loss = loss if loss is not None else NonSaturatingLoss()
+        self.augment = augment
         self.seed = int(torch.initial_seed() if noise_seed is None else noise_seed) % (2**62)
         self.d_steps = 0
         self.images_seen = 0
 
+    def on_fit_start(self) -> None:
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+
     # ---- the game -------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real, labels = split_batch(batch)
+        if self.hparams.channels_last and real.dim() == 4:
+            real = real.contiguous(memory_format=torch.channels_last)
         opt_g, opt_d = self.optimizers()
         metrics = self.discriminator_step(opt_d, real, labels)
         self.d_steps += 1
@@ -105,25 +120,38 @@ class GAN(pl.LightningModule):
             for scheduler in self.lr_schedulers() or []:
                 scheduler.step()
         metrics["kimg"] = self.images_seen / 1000.0
-        for name, value in metrics.items():
-            self.log(name, value, prog_bar=name in _PROGRESS_BAR)
+        if self._is_logging_step():
+            for name, value in metrics.items():
+                self.log(name, value, prog_bar=name in _PROGRESS_BAR)
+
+    def _is_logging_step(self) -> bool:
+        """Lightning writes logged values every ``log_every_n_steps`` batches; computing them on the other
+        batches would only cost time (each .log of a tensor is a device sync)."""
+        trainer = self.trainer
+        return (trainer.fit_loop.total_batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0
+
+    def critic(self, x: Tensor, labels: Tensor | None, aug_tag: str) -> Tensor:
+        """D's scores for x, seen through DiffAugment (drawn from stream ``aug_tag``) when it is on."""
+        if self.augment is not None:
+            x = self.augment(x, self._rng(aug_tag))
+        return self.discriminator(x, labels)
 
     def discriminator_step(self, opt, real: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
         """One step of D: ascend on reals, descend on detached fakes, plus its regularizers."""
         n = real.shape[0]
         with torch.no_grad():
             fake = self.generator(self.sample_z(n, "z_d"), labels)
-        real_scores = self.discriminator(real, labels)
-        fake_scores = self.discriminator(fake, labels)
+        real_scores = self.critic(real, labels, "aug_real")
+        fake_scores = self.critic(fake, labels, "aug_fake")
         loss = self.loss.discriminator(real_scores, fake_scores)
         metrics = {"loss/d_adv": loss.detach()}
         hp = self.hparams
         if hp.gp_weight > 0:
-            gp = gradient_penalty(lambda x: self.discriminator(x, labels), real, fake, self._rng("gp"))
+            gp = gradient_penalty(lambda x: self.critic(x, labels, "aug_fake"), real, fake, self._rng("gp"))
             loss = loss + hp.gp_weight * gp
             metrics["reg/gp"] = gp.detach()
         if hp.r1_gamma > 0 and self.d_steps % hp.r1_every == 0:
-            r1 = r1_penalty(lambda x: self.discriminator(x, labels), real)
+            r1 = r1_penalty(lambda x: self.critic(x, labels, "aug_real"), real)
             loss = loss + 0.5 * hp.r1_gamma * hp.r1_every * r1
             metrics["reg/r1"] = r1.detach()
         self._step_player(opt, loss, counted=False)
@@ -137,7 +165,7 @@ class GAN(pl.LightningModule):
         """One step of G against a frozen D: only G's parameters receive gradients."""
         self.discriminator.requires_grad_(False)
         try:
-            fake_scores = self.discriminator(self.generator(self.sample_z(n, "z_g"), labels), labels)
+            fake_scores = self.critic(self.generator(self.sample_z(n, "z_g"), labels), labels, "aug_g")
             loss = self.loss.generator(fake_scores)
             self._step_player(opt, loss, counted=True)
         finally:
@@ -169,10 +197,13 @@ class GAN(pl.LightningModule):
         if not params:
             return
         limit = self.hparams.grad_clip_g if player == "g" else self.hparams.grad_clip_d
+        logging = self._is_logging_step()
         if limit is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, limit)
-        else:
+        elif logging:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        if not logging:
+            return
         self.log(f"gradnorm/{player}", norm)
         self.log(f"lr/{player}", optimizer.param_groups[0]["lr"])
 

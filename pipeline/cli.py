@@ -8,8 +8,7 @@ import sys
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
 
-import pipeline.strategies  # noqa: F401  registers the ddp_gan strategy
-from modules.gan import GAN
+import pipeline.strategies  # noqa: F401  registers the ddp_gan and deepspeed_gan strategies
 from pipeline.run_record import RunRecordCallback
 from pipeline.wandb_logger import GanForgeWandbLogger
 
@@ -30,8 +29,9 @@ class GanForgeCLI(LightningCLI):
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
+    # Any LightningModule: the GAN variants (modules.gan.GAN and subclasses) and IcGAN's encoder fitting.
     return GanForgeCLI(
-        GAN,
+        pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,

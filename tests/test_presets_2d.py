@@ -11,7 +11,7 @@ from pipeline.callbacks.mode_coverage import ModeCoverageCallback
 from pipeline.cli import run_cli
 from pipeline.metrics.mode_coverage import mode_coverage
 
-QUIET = ["--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+QUIET = ["--trainer.logger", "false", "--trainer.log_every_n_steps", "1", "--trainer.enable_checkpointing", "false",
          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
          "--trainer.callbacks", json.dumps([{"class_path": "pipeline.callbacks.mode_coverage.ModeCoverageCallback",
                                              "init_args": {"every_n_steps": 0, "plot": False}}])]

@@ -133,6 +133,7 @@ class ResNetGenerator(nn.Module):
                  max_width: int = 512, num_classes: int = 0, attention_resolution: int | None = None):
         super().__init__()
         self.latent_dim = latent_dim
+        self.num_classes = num_classes
         _check_resolution(resolution)
         widths = _widths(resolution, base_width, max_width)
         resolutions = sorted(widths)[1:]

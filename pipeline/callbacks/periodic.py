@@ -33,8 +33,17 @@ class PeriodicCallback(pl.Callback):
 
 
 def samples_dir(trainer: pl.Trainer) -> Path:
-    """``<run dir>/samples``: sample images live beside the run's checkpoints."""
-    out = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+    """``<run dir>/samples``: sample images live beside the run's checkpoints (or in the logger's folder).
+
+    Not ``trainer.log_dir``: under DDP that is a collective call, and this may run on rank 0 only.
+    """
+    checkpoints = trainer.checkpoint_callback
+    if checkpoints is not None and getattr(checkpoints, "dirpath", None):
+        run_dir = Path(checkpoints.dirpath).parent
+    else:
+        logger = trainer.logger
+        run_dir = (getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)) if logger else None
+    out = Path(run_dir or trainer.default_root_dir) / "samples"
     out.mkdir(parents=True, exist_ok=True)
     return out
 

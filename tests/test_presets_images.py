@@ -1,0 +1,90 @@
+"""Every image preset trains from the bundled digit shards; every 64-256 px template builds its networks."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from modules.gan import GAN
+from pipeline.cli import run_cli
+from pipeline.shards_command import main as write_shards
+
+PRESETS = ["dcgan", "dcgan_cond", "wgan_gp_resnet", "sngan_hinge_resnet", "sngan_projection", "bigan"]
+TEMPLATES = sorted(p.stem for p in Path("configs/templates").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def digits_index(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("digits32")
+    write_shards(["--source", "sklearn-digits", "--resolution", "32", "--out", str(out)])
+    return str(out / "shards.json")
+
+
+def quick(config: str, index: str, root: Path, *extra: str) -> list[str]:
+    return ["--config", config, "--data.init_args.index", index, "--data.init_args.num_workers", "0",
+            "--data.init_args.batch_size", "16", "--trainer.default_root_dir", str(root),
+            "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.log_every_n_steps", "1", "--trainer.accelerator", "cpu", *extra]
+
+
+def flat(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_trains_on_the_bundled_shards(preset, digits_index, tmp_path):
+    cli = run_cli(quick(f"configs/{preset}.yaml", digits_index, tmp_path, "--trainer.max_steps", "2"), run=False)
+    model = cli.model
+    g_player = [model.generator] + ([model.encoder] if hasattr(model, "encoder") else [])
+    before = [flat(m) for m in (*g_player, model.discriminator)]
+    cli.trainer.fit(model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 2 and model.d_steps == 2 * model.hparams.n_critic
+    after = [flat(m) for m in (*g_player, model.discriminator)]
+    assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True)), "a player did not move"
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["loss/d"]) and torch.isfinite(metrics["loss/g"])
+    k = model.num_classes
+    labels = torch.arange(4) % k if k else None
+    samples = model.sample(4, labels)
+    assert samples.shape == (4, 1, 32, 32) and samples.abs().max() <= 1
+    assert (k == 10) == (preset in ("dcgan_cond", "sngan_projection"))
+
+
+def test_icgan_preset_fits_encoders_to_a_frozen_conditional_generator(digits_index, tmp_path):
+    cond = run_cli(quick("configs/dcgan_cond.yaml", digits_index, tmp_path / "cond", "--trainer.max_steps", "1"),
+                   run=False)
+    cond.trainer.fit(cond.model, datamodule=cond.datamodule)
+    ckpt = tmp_path / "cond.ckpt"
+    cond.trainer.save_checkpoint(ckpt)
+    cli = run_cli(quick("configs/icgan.yaml", digits_index, tmp_path / "icgan", "--trainer.max_steps", "3",
+                        "--model.init_args.generator_checkpoint", str(ckpt)), run=False)
+    model = cli.model
+    torch.testing.assert_close(flat(model.generator), flat(cond.model.generator_ema))
+    before = flat(model.encoder_z), flat(model.encoder_y)
+    cli.trainer.fit(model, datamodule=cli.datamodule)
+    assert not torch.equal(before[0], flat(model.encoder_z)) and not torch.equal(before[1], flat(model.encoder_y))
+    torch.testing.assert_close(flat(model.generator), flat(cond.model.generator_ema))  # G stays frozen
+    x = torch.zeros(2, 1, 32, 32)
+    assert model.edit(x, torch.tensor([3, 7])).shape == (2, 1, 32, 32)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_template_builds_its_networks(template, digits_index, tmp_path):
+    cli = run_cli(quick(f"configs/templates/{template}.yaml", digits_index, tmp_path,
+                        "--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.precision", "32-true"),
+                  run=False)
+    model, data = cli.model, cli.datamodule
+    assert isinstance(model, GAN)
+    resolution = int(template.rsplit("_", 1)[1])
+    assert data.hparams.resolution == resolution and data.hparams.channels == 3
+    k = model.num_classes
+    with torch.no_grad():
+        model.eval()
+        labels = torch.tensor([0, 1]) if k else None
+        images = model.generator(torch.randn(2, model.generator.latent_dim), labels)
+        assert images.shape == (2, 3, resolution, resolution)
+        if hasattr(model, "encoder"):
+            assert model.discriminator(images, model.encoder(images)).shape == (2,)
+        else:
+            assert model.discriminator(images, labels).shape == (2,)
