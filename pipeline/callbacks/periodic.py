@@ -48,8 +48,20 @@ def samples_dir(trainer: pl.Trainer) -> Path:
     return out
 
 
+def logger_step(trainer: pl.Trainer) -> int:
+    """The step Lightning stamps on ``self.log`` values: with manual optimization it counts batches (D steps),
+    not generator steps. Callbacks log at the same step so that all series share one x-axis."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def log_metrics(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+    """Metrics computed by a callback, to every logger, at the step of the module's own metrics."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=logger_step(trainer))
+
+
 def log_image(trainer: pl.Trainer, key: str, path: Path) -> None:
     """Send an image file to every logger that takes images (W&B); CSV loggers keep the file path only."""
     for logger in trainer.loggers:
         if hasattr(logger, "log_image"):
-            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+            logger.log_image(key=key, images=[str(path)], step=logger_step(trainer))

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from pipeline.callbacks.periodic import log_metrics
+
 
 class RunSummaryCallback(pl.Callback):
     """Logs ``perf/images_per_s`` every batch (real images shown to D per second, all ranks together, over the
@@ -41,8 +43,7 @@ class RunSummaryCallback(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         totals = {"run/final_kimg": pl_module.images_seen / 1000.0, "run/wall_time_s": self.wall_time_s()}
-        for logger in trainer.loggers:
-            logger.log_metrics(totals, step=trainer.global_step)
+        log_metrics(trainer, totals)
 
     def state_dict(self) -> dict[str, Any]:
         return {"wall_time_s": self.wall_time_s()}
