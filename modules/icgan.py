@@ -14,6 +14,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 
 from modules.gan import split_batch
@@ -41,13 +42,23 @@ class IcGAN(pl.LightningModule):
         super().__init__()
         if not hasattr(generator, "latent_dim"):
             raise ValueError(f"generator ({type(generator).__name__}) must define `latent_dim`")
-        self.save_hyperparameters(ignore=["generator", "encoder_z", "encoder_y"])
+        # As in modules.gan.GAN: under ganforge's CLI the hyper-parameters are the config (networks as class
+        # paths), so load_from_checkpoint rebuilds the module; built in Python, the networks are left out.
+        from_config = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=None if from_config else ["generator", "encoder_z", "encoder_y"])
         if generator_checkpoint is not None:
             generator.load_state_dict(_generator_state(generator_checkpoint, use_ema))
         self.generator = generator.requires_grad_(False).eval()
         self.encoder_z = encoder_z
         self.encoder_y = encoder_y
         self.seed = int(torch.initial_seed() if noise_seed is None else noise_seed) % (2**62)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> IcGAN:
+        """The checkpoint's state dict holds G's weights: the checkpoint G was first loaded from is not read
+        again (it may be gone by now)."""
+        kwargs.setdefault("generator_checkpoint", None)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def train(self, mode: bool = True) -> IcGAN:
         """Lightning switches modules to train mode; the frozen generator stays in eval mode."""

