@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
@@ -26,6 +27,12 @@ class GanForgeCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, GanForgeWandbLogger):
                 logger.resume_from(self.config.fit.ckpt_path)
+
+
+# Deliberate, so not worth a warning on every run: the EMA generator lives in eval mode, and a shard
+# stream's __len__ is the per-rank epoch length that every worker shares (see datamodules/).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
