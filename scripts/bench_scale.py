@@ -1,4 +1,5 @@
-"""Throughput of ganforge's step: plain PyTorch loop vs ganforge (1 process) vs 2-process ddp_gan, on CPU.
+"""Throughput of ganforge's step: plain PyTorch loop vs ganforge (1 process) vs 2-process ddp_gan and
+deepspeed_gan (ZeRO-1, ZeRO-2), on CPU.
 
     python scripts/bench_scale.py                       # ring8's MLPs, batch 256 per rank, 1 thread per process
     python scripts/bench_scale.py --hidden 512 --batch 1024 --threads 1 --steps 300 --rounds 3
@@ -6,8 +7,9 @@
 Every variant trains the same networks (MLP G and D, non-saturating loss, Adam, n_critic=1, EMA) on the same
 2-D mixture batches, each in a fresh process with ``--threads`` torch threads per process; rounds interleave
 the variants and the best round of each counts (the machine may be shared). Prints steps/s and images/s
-(real images shown to D per second, all ranks), ganforge/plain (the framework's cost; floor 0.95) and the
-2-process step time over the 1-process one at the same per-rank batch (DDP's cost; ceiling 1.10).
+(real images shown to D per second, all ranks), ganforge/plain (the framework's cost; floor 0.95) and each
+2-process step time over the 1-process one at the same per-rank batch (the cost of distribution; ceiling 1.10
+for ddp_gan). DeepSpeed runs on its CPU accelerator over gloo, with the module's torch Adam (nothing compiled).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("plain", "ganforge", "ddp2")
+# variant -> (label, processes, trainer strategy)
+VARIANTS = {"plain": ("plain PyTorch, 1 process", 1, None), "ganforge": ("ganforge, 1 process", 1, "auto"),
+            "ddp2": ("ganforge ddp_gan, 2 procs", 2, "ddp_gan"),
+            "zero1": ("deepspeed_gan ZeRO-1, 2 procs", 2, 1), "zero2": ("deepspeed_gan ZeRO-2, 2 procs", 2, 2)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -85,7 +90,7 @@ def plain(args) -> float:
     return (stamps[-1] - stamps[args.warmup]) / args.steps
 
 
-def ganforge(args, devices: int) -> dict | None:
+def ganforge(args, variant: str) -> dict | None:
     """ganforge's GAN under a Lightning Trainer: seconds per timed step, and per step in torch.distributed
     collectives (waiting for the other rank included); None on ranks other than 0."""
     import pytorch_lightning as pl
@@ -94,6 +99,7 @@ def ganforge(args, devices: int) -> dict | None:
     import pipeline.strategies  # noqa: F401  registers ddp_gan
     from modules.gan import GAN
     from modules.losses import NonSaturatingLoss
+    from pipeline.strategies.deepspeed_gan import DeepSpeedGANStrategy
 
     in_collectives = [0.0]
 
@@ -106,7 +112,7 @@ def ganforge(args, devices: int) -> dict | None:
                 in_collectives[0] += time.perf_counter() - start
         return timed
 
-    for name in ("all_reduce", "broadcast", "barrier"):
+    for name in ("all_reduce", "broadcast", "barrier", "all_gather_into_tensor", "reduce_scatter_tensor"):
         setattr(dist, name, timing(getattr(dist, name)))
 
     class Stamps(pl.Callback):
@@ -121,7 +127,10 @@ def ganforge(args, devices: int) -> dict | None:
     g, d = networks(args)
     model = GAN(g, d, loss=NonSaturatingLoss(), lr_g=1e-3, lr_d=1e-3, ema_kimg=10.0)
     stamps = Stamps()
-    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_gan" if devices > 1 else "auto",
+    _, devices, strategy = VARIANTS[variant]
+    if isinstance(strategy, int):
+        strategy = DeepSpeedGANStrategy(zero_stage=strategy)
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy,
                          max_steps=args.warmup + args.steps + 1, logger=False, callbacks=[stamps],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, data(args))
@@ -136,8 +145,7 @@ def worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    result = ({"seconds_per_step": plain(args)} if args.worker == "plain"
-              else ganforge(args, 2 if args.worker == "ddp2" else 1))
+    result = {"seconds_per_step": plain(args)} if args.worker == "plain" else ganforge(args, args.worker)
     if result is not None:
         Path(args.out).write_text(json.dumps(result))
 
@@ -145,7 +153,8 @@ def worker(args) -> None:
 def run_variant(variant: str, argv: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+                   DS_ACCELERATOR="cpu", TORCH_EXTENSIONS_DIR=str(Path(tmp) / "torch_extensions"))
         subprocess.run([sys.executable, __file__, *argv, "--worker", variant, "--out", str(out)], env=env,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return json.loads(out.read_text())
@@ -165,15 +174,16 @@ def main() -> None:
                 best[variant] = result
     print(f"MLP G/D hidden={args.hidden} layers={args.layers}, batch {args.batch} per rank, {args.threads} "
           f"thread(s) per process, best of {args.rounds} rounds x {args.steps} steps, {os.cpu_count()} CPUs")
-    print(f"{'variant':<26}{'ms/step':>9}{'steps/s':>9}{'images/s':>10}")
-    for variant, label, ranks in (("plain", "plain PyTorch, 1 process", 1), ("ganforge", "ganforge, 1 process", 1),
-                                  ("ddp2", "ganforge ddp_gan, 2 procs", 2)):
+    print(f"{'variant':<31}{'ms/step':>9}{'steps/s':>9}{'images/s':>10}{'vs 1 proc':>11}{'collectives':>13}")
+    one = best["ganforge"]["seconds_per_step"]
+    for variant, (label, ranks, _) in VARIANTS.items():
         s = best[variant]["seconds_per_step"]
-        print(f"{label:<26}{1000 * s:>9.2f}{1 / s:>9.1f}{ranks * args.batch / s:>10.0f}")
-    seconds = {v: best[v]["seconds_per_step"] for v in VARIANTS}
-    print(f"ganforge / plain throughput: {seconds['plain'] / seconds['ganforge']:.3f}  (floor 0.95)")
-    print(f"2-process / 1-process step time: {seconds['ddp2'] / seconds['ganforge']:.3f}  (ceiling 1.10); "
-          f"rank 0 spent {1000 * best['ddp2']['collective_seconds_per_step']:.2f} ms/step in collectives")
+        ratio = f"{s / one:.3f}" if ranks > 1 else ""
+        collectives = f"{1000 * best[variant]['collective_seconds_per_step']:.2f} ms" if ranks > 1 else ""
+        print(f"{label:<31}{1000 * s:>9.2f}{1 / s:>9.1f}{ranks * args.batch / s:>10.0f}{ratio:>11}{collectives:>13}")
+    print(f"ganforge / plain throughput: {best['plain']['seconds_per_step'] / one:.3f}  (floor 0.95); "
+          f"'vs 1 proc': 2-process step time over ganforge's 1-process one (ddp_gan ceiling 1.10); "
+          f"'collectives': rank 0's time per step in torch.distributed calls, waiting included")
 
 
 if __name__ == "__main__":
