@@ -19,6 +19,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
 from pipeline.callbacks.periodic import PeriodicCallback, log_metrics
@@ -138,6 +139,8 @@ class ImageMetricsCallback(PeriodicCallback):
         metrics = trainer.strategy.broadcast(metrics)
         self.history.append((trainer.global_step, metrics))
         log_metrics(trainer, metrics)
+        rank_zero_info(f"generator step {trainer.global_step}: "
+                       + ", ".join(f"{name.removeprefix('metrics/')} {value:.4g}" for name, value in metrics.items()))
         trainer.callback_metrics.update({name: torch.tensor(value) for name, value in metrics.items()})
 
     def _metrics(self, fake: dict[str, tuple[FeatureStats, Tensor | None]], classes: ClassHistogram | None
