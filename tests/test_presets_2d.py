@@ -62,7 +62,7 @@ def test_preset_trains_on_both_mixtures(preset, mixture, tmp_path):
 
 
 def test_a_short_fit_on_ring8_finds_the_modes(tmp_path):
-    args = ["--config", "configs/ring8.yaml", "--trainer.max_steps", "400",
+    args = ["--config", "configs/ring8.yaml", "--trainer.max_steps", "600",
             "--trainer.default_root_dir", str(tmp_path), *QUIET]
     untrained = run_cli(args, run=False)
     dist = untrained.datamodule.dist
