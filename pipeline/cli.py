@@ -30,15 +30,15 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        command = importlib.import_module(SUBCOMMANDS[argv[0]])
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        command = importlib.import_module(SUBCOMMANDS[args[0]])
         try:
-            command.main(argv[1:])
+            command.main(args[1:])
         except (FileNotFoundError, ValueError) as err:  # bad input: one line that names it, no traceback
-            raise SystemExit(f"ganforge {argv[0]}: error: {err}") from None
+            raise SystemExit(f"ganforge {args[0]}: error: {err}") from None
         return
-    run_cli(argv)
+    run_cli(argv)  # None: LightningCLI reads sys.argv itself
 
 
 if __name__ == "__main__":

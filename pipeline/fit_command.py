@@ -27,10 +27,13 @@ class GanForgeCLI(LightningCLI):
                 logger.resume_from(self.config.fit.ckpt_path)
 
 
-# Deliberate, so not worth a warning on every run: the EMA generator lives in eval mode, and a shard
-# stream's __len__ is the per-rank epoch length that every worker shares (see datamodules/).
+# Deliberate, so not worth a warning on every run: the EMA generator lives in eval mode; a shard stream's
+# __len__ is the per-rank epoch length that every worker shares (see datamodules/); runs count steps, so
+# logging intervals may span epochs; step checkpoints hold the weights after the step (what exact resume needs).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
