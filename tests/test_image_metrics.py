@@ -100,7 +100,7 @@ def test_logged_metrics_equal_a_recomputation_from_the_same_codes_and_real_image
         images = model.sample(len(indices), labels=indices % 10, seed=SEED * 1_000_003 + chunk)
         features, logits = net(images)
         fake.update(features)
-        classes.update(logits)
+        classes.update(logits, indices % 10)
     assert int(real.n) == int(fake.n) == NUM_SAMPLES
     assert final["metrics/fd_indomain"] == pytest.approx(frechet_distance_of(real, fake), rel=1e-6)
     assert final["metrics/fd_indomain"] > 0
@@ -108,6 +108,9 @@ def test_logged_metrics_equal_a_recomputation_from_the_same_codes_and_real_image
     assert final["metrics/class_coverage"] == coverage.classes and 1 <= coverage.classes <= 10
     assert final["metrics/class_kl"] == pytest.approx(coverage.kl_uniform, abs=1e-9)
     assert 0 <= coverage.kl_uniform <= math.log(10)
+    correct = sum(int((net(model.sample(len(i), labels=i % 10, seed=SEED * 1_000_003 + c))[1].argmax(1) == i % 10)
+                      .sum()) for c, i in enumerate(torch.arange(NUM_SAMPLES).split(BATCH)))
+    assert final["metrics/class_accuracy"] == pytest.approx(correct / NUM_SAMPLES, abs=1e-12)
 
 
 @pytest.mark.parametrize("inception, message", [

@@ -34,8 +34,9 @@ _CACHE_VERSION = 1  # bump when what a cached file holds, or how it is computed,
 
 
 class ImageMetricsCallback(PeriodicCallback):
-    """Logs ``metrics/fd_indomain``, ``metrics/class_coverage``, ``metrics/class_kl`` (with ``feature_net``)
-    and ``metrics/fid``, ``metrics/kid``, ``metrics/kid_std`` (with ``inception``) to every logger.
+    """Logs ``metrics/fd_indomain``, ``metrics/class_coverage``, ``metrics/class_kl`` (with ``feature_net``;
+    also ``metrics/class_accuracy`` for conditional generators, whose samples cycle through the classes) and
+    ``metrics/fid``, ``metrics/kid``, ``metrics/kid_std`` (with ``inception``) to every logger.
 
     Args:
         feature_net: a file written by scripts/train_feature_net.py: in-domain Fréchet distance on its
@@ -133,7 +134,7 @@ class ImageMetricsCallback(PeriodicCallback):
             indices = torch.arange(chunk * self.batch_size, min((chunk + 1) * self.batch_size, self.num_samples))
             labels = (indices % num_classes).to(pl_module.device) if num_classes else None
             images = pl_module.sample(len(indices), labels=labels, seed=self.seed * 1_000_003 + chunk)
-            accumulator.update(images, indices)
+            accumulator.update(images, indices, labels)
         fake = accumulator.finish(trainer)
         metrics = self._metrics(fake, accumulator.classes) if trainer.is_global_zero else None
         metrics = trainer.strategy.broadcast(metrics)
@@ -149,6 +150,8 @@ class ImageMetricsCallback(PeriodicCallback):
         if "indomain" in fake:
             metrics["metrics/fd_indomain"] = frechet_distance_of(self.real["indomain"][0], fake["indomain"][0])
             metrics.update(classes.coverage().as_dict("metrics/"))
+            if classes.accuracy() is not None:
+                metrics["metrics/class_accuracy"] = classes.accuracy()
         if "inception" in fake:
             (real_stats, real_features), (fake_stats, fake_features) = self.real["inception"], fake["inception"]
             metrics["metrics/fid"] = frechet_distance_of(real_stats, fake_stats)
@@ -174,12 +177,13 @@ class _Accumulator:
         return net.feature_dim if name == "indomain" else net.num_features
 
     @torch.no_grad()
-    def update(self, images: Tensor, indices: Tensor) -> None:
+    def update(self, images: Tensor, indices: Tensor, labels: Tensor | None = None) -> None:
+        """``labels``: the classes a conditional generator was asked for (None for real images)."""
         images = images.float()
         if "indomain" in self.stats:
             features, logits = self.nets["indomain"](images)
             self.stats["indomain"].update(features)
-            self.classes.update(logits)
+            self.classes.update(logits, labels)
         if "inception" in self.stats:
             features = self.nets["inception"](images)
             self.stats["inception"].update(features)

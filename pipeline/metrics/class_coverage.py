@@ -17,18 +17,29 @@ from torch import Tensor
 @dataclass
 class ClassHistogram:
     counts: Tensor
+    asked: Tensor  # (correct, total) over samples generated for a given class
 
     @classmethod
     def empty(cls, num_classes: int, device: torch.device | str = "cpu") -> ClassHistogram:
-        return cls(torch.zeros(num_classes, dtype=torch.float64, device=device))
+        return cls(torch.zeros(num_classes, dtype=torch.float64, device=device),
+                   torch.zeros(2, dtype=torch.float64, device=device))
 
-    def update(self, logits: Tensor) -> None:
+    def update(self, logits: Tensor, asked: Tensor | None = None) -> None:
+        """``asked``: the classes the samples were generated for (conditional generators)."""
         predicted = logits.detach().argmax(1)
         self.counts += torch.bincount(predicted, minlength=len(self.counts)).to(self.counts)
+        if asked is not None:
+            self.asked += torch.tensor([float((predicted == asked).sum()), float(len(asked))]).to(self.asked)
 
     def all_reduce(self) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(self.counts)
+            torch.distributed.all_reduce(self.asked)
+
+    def accuracy(self) -> float | None:
+        """Share of the samples generated for a class that are classified as it; None without any."""
+        correct, total = self.asked.tolist()
+        return correct / total if total else None
 
     def coverage(self) -> ClassCoverage:
         counts = self.counts.cpu()
