@@ -15,7 +15,7 @@ import inspect
 import os
 import random
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from itertools import chain, count, islice
@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datamodules.image_decode import SampleDecoder
+from datamodules.sample_indices import sample_index_loader
 from datamodules.shard_index import read_index
 from datamodules.tar_reader import read_tar_samples
 from datamodules.url_open import check_reachable, check_storage_options, expand_shard_urls, is_local, open_url
@@ -214,6 +215,16 @@ class ShardStream(IterableDataset):
                                "Fix or remove the bad shards, or raise data.max_bad_fraction")
 
 
+class ReusableBatches(IterableDataset):
+    """The batches ``make()`` returns, made afresh at every pass (a generator function's are used up once)."""
+
+    def __init__(self, make: Callable[[], Iterator[Any]]):
+        self.make = make
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.make()
+
+
 class WebDataModule(pl.LightningDataModule):
     """Images in [-1, 1] (and labels) streamed from tar shards on local disk, http(s), s3/gs/any fsspec
     store, or ``pipe:`` commands. The number of batches consumed is checkpointed, and a resumed run
@@ -242,6 +253,9 @@ class WebDataModule(pl.LightningDataModule):
         prefetch_factor: batches each worker prepares ahead.
         storage_options: fsspec options for the store (endpoint_url, anon, ...). Credentials come from the
             environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...), never from here: this is logged.
+        eval_samples: images of the validate and test sets: the fixed reference set (``reference_batches``,
+            shared out over the ranks), which is read from the training shards, so it is not held out.
+        predict_samples: sample indices that ``predict`` generates, in batches of ``batch_size``.
     """
 
     def __init__(
@@ -263,6 +277,8 @@ class WebDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         prefetch_factor: int = 4,
         storage_options: dict[str, Any] | None = None,
+        eval_samples: int = 1000,
+        predict_samples: int = 64,
     ):
         super().__init__()
         if (urls is None) == (index is None):
@@ -270,7 +286,8 @@ class WebDataModule(pl.LightningDataModule):
                              "(a shards.json), exactly one of them")
         for name, value, low in (("resolution", resolution, 1), ("batch_size", batch_size, 1),
                                  ("num_workers", num_workers, 0), ("prefetch_factor", prefetch_factor, 1),
-                                 ("batches_per_epoch", batches_per_epoch or 1, 1)):
+                                 ("batches_per_epoch", batches_per_epoch or 1, 1), ("eval_samples", eval_samples, 1),
+                                 ("predict_samples", predict_samples, 1)):
             if value < low:
                 raise ValueError(f"data.{name} must be >= {low}, got {value}")
         if channels not in (1, 3):
@@ -351,6 +368,27 @@ class WebDataModule(pl.LightningDataModule):
                           pin_memory=hp.pin_memory and torch.cuda.is_available(),
                           persistent_workers=hp.persistent_workers and workers,
                           prefetch_factor=hp.prefetch_factor if workers else None)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._reference_loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._reference_loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return sample_index_loader(self.hparams.predict_samples, self.hparams.batch_size)
+
+    def _reference_loader(self) -> DataLoader:
+        """This rank's share of the first ``eval_samples`` images, as (images, labels) or images alone (like the
+        training batches), read in this process: the set is small and read once per evaluation."""
+        hp = self.hparams
+        rank, world_size = self._rank_and_world_size()
+
+        def batches() -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+            for images, labels in self.reference_batches(hp.eval_samples, hp.batch_size, rank, world_size):
+                yield images if labels is None else (images, labels)
+
+        return DataLoader(ReusableBatches(batches), batch_size=None, num_workers=0)
 
     def _rank_and_world_size(self) -> tuple[int, int]:
         if self.trainer is not None:

@@ -93,6 +93,11 @@ class BiGAN(GAN):
             self.discriminator.requires_grad_(True)
         return {"loss/g": loss.detach()}
 
+    def held_out_scores(self, real: Tensor, labels: Tensor | None, z: Tensor) -> tuple[Tensor, Tensor]:
+        """D's raw scores of the pairs it was trained on: (x, E(x)) for reals, (G(z), z) from the EMA G."""
+        real_scores = self.discriminator(real, self.encode(real), labels)
+        return real_scores, self.discriminator(self.generate(z, labels), z, labels)
+
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """E(x) in eval mode."""

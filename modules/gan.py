@@ -7,6 +7,11 @@ counts generator iterations. Images shown to D are counted in ``images_seen`` (r
 
 Randomness inside the game (z, interpolation weights) is drawn from generators seeded by
 (seed, rank, discriminator step), so a resumed run draws exactly what an uninterrupted run would.
+
+Besides training: ``validate`` / ``test`` score the discriminator on real batches against samples of the
+EMA generator (D's view of a trained checkpoint), and ``predict`` generates sample i from z_i seeded by
+(seed, i) alone, so a sample does not depend on the batch or rank that made it (beyond the last bits a
+generator's kernels may round differently for another batch size).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from modules.ema import ema_beta, make_ema_copy, update_ema
 from modules.losses import GANLoss, NonSaturatingLoss
 from modules.regularizers import apply_spectral_norm, clip_weights_, gradient_penalty, r1_penalty
 
-_RNG_TAGS = {"z_d": 0, "z_g": 1, "gp": 2, "aug_real": 3, "aug_fake": 4, "aug_g": 5}
+_RNG_TAGS = {"z_d": 0, "z_g": 1, "gp": 2, "aug_real": 3, "aug_fake": 4, "aug_g": 5, "z_val": 6, "z_test": 7,
+             "z_predict": 8}
 _PROGRESS_BAR = {"loss/d", "loss/g", "kimg"}
 
 
@@ -222,11 +228,15 @@ class GAN(pl.LightningModule):
                     "D(G(z))": torch.sigmoid(fake_scores).mean().detach()}
         return {"score/real": real_scores.mean().detach(), "score/fake": fake_scores.mean().detach()}
 
-    def _rng(self, tag: str) -> torch.Generator:
-        """A generator seeded by (seed, rank, D step, purpose): reproducible across resumes and ranks."""
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        key = ((self.seed * 1_000_003 + rank) * 1_000_033 + self.d_steps) * 16 + _RNG_TAGS[tag]
-        gen = torch.Generator(device=self.device)
+    def _rng(self, tag: str, counter: int | None = None, rank: int | None = None,
+             device: torch.device | None = None) -> torch.Generator:
+        """A generator seeded by (seed, rank, counter, purpose): reproducible across resumes and ranks. The
+        counter is the D step unless given; the rank is this process's unless given."""
+        if rank is None:
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+        counter = self.d_steps if counter is None else counter
+        key = ((self.seed * 1_000_003 + rank) * 1_000_033 + counter) * 16 + _RNG_TAGS[tag]
+        gen = torch.Generator(device=self.device if device is None else device)
         gen.manual_seed(key % (2**63 - 1))
         return gen
 
@@ -235,17 +245,68 @@ class GAN(pl.LightningModule):
 
     # ---- inference ------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, seed: int = 0, use_ema: bool = True) -> Tensor:
-        """n samples from the (EMA) generator in eval mode, for a fixed ``seed``."""
+    def generate(self, z: Tensor, labels: Tensor | None = None, use_ema: bool = True) -> Tensor:
+        """G(z) from the EMA generator (the raw one without EMA or with ``use_ema=False``) in eval mode."""
         net = self.generator_ema if (use_ema and self.generator_ema is not None) else self.generator
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        z = torch.randn(n, self.generator.latent_dim, device=self.device, generator=gen)
         was_training = net.training
         net.eval()
         try:
             return net(z, labels)
         finally:
             net.train(was_training)
+
+    def sample(self, n: int, labels: Tensor | None = None, seed: int = 0, use_ema: bool = True) -> Tensor:
+        """n samples from the (EMA) generator in eval mode, for a fixed ``seed``."""
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        z = torch.randn(n, self.generator.latent_dim, device=self.device, generator=gen)
+        return self.generate(z, labels, use_ema)
+
+    # ---- validate / test: the discriminator's view of a trained generator -----------------------
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._score_held_out(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._score_held_out(batch, batch_idx, "test")
+
+    def _score_held_out(self, batch: Any, batch_idx: int, stage: str) -> None:
+        """D's adversarial loss on a real batch against as many EMA samples, averaged over the batches.
+
+        ``loss_d`` estimates minus the game's value (-V(D, G) for the minimax loss); probabilistic losses add
+        the mean D(x) and D(G(z)), the others ``critic_gap`` = E[D(x)] - E[D(G(z))] (with a Lipschitz critic, a
+        Wasserstein estimate). z comes from stream (seed, rank, batch_idx, stage), so the numbers are reproducible.
+        D is in eval mode (no dropout; BatchNorm on its running statistics) and sees no DiffAugment.
+        """
+        real, labels = split_batch(batch)
+        gen = self._rng(f"z_{stage}", counter=batch_idx)
+        z = torch.randn(real.shape[0], self.generator.latent_dim, device=self.device, generator=gen)
+        real_scores, fake_scores = self.held_out_scores(real, labels, z)
+        metrics = {"loss_d": self.loss.discriminator(real_scores, fake_scores)}
+        if self.loss.probabilistic:
+            metrics["D(x)"] = torch.sigmoid(real_scores).mean()
+            metrics["D(G(z))"] = torch.sigmoid(fake_scores).mean()
+        else:
+            metrics["critic_gap"] = real_scores.mean() - fake_scores.mean()
+        self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, on_step=False, on_epoch=True,
+                      sync_dist=True, batch_size=real.shape[0])
+
+    def held_out_scores(self, real: Tensor, labels: Tensor | None, z: Tensor) -> tuple[Tensor, Tensor]:
+        """D's raw scores of real samples and of the EMA generator's samples of z."""
+        return self.discriminator(real, labels), self.discriminator(self.generate(z, labels), labels)
+
+    # ---- predict: samples by index ----------------------------------------------------------------
+    def predict_step(self, indices: Tensor, batch_idx: int) -> dict[str, Tensor | None]:
+        """Sample i of the EMA generator for each index i (labels i % num_classes if conditional)."""
+        labels = indices % self.num_classes if self.num_classes else None
+        samples = self.generate(self.indexed_z(indices).to(self.device), labels)
+        return {"index": indices, "samples": samples, "labels": labels}
+
+    def indexed_z(self, indices: Tensor) -> Tensor:
+        """z_i from stream (seed, i) for each index i, drawn on the CPU: sample i's code depends on nothing
+        else (batch, rank, device)."""
+        cpu, dim = torch.device("cpu"), self.generator.latent_dim
+        codes = [torch.randn(dim, generator=self._rng("z_predict", counter=i, rank=0, device=cpu))
+                 for i in indices.tolist()]
+        return torch.stack(codes)
 
     # ---- optimizers and checkpoints -------------------------------------------------------------
     def configure_optimizers(self):

@@ -4,7 +4,8 @@ A trained conditional generator G(z, y) is frozen. Two encoders are fitted on it
 with (z, y) drawn by us, so the targets are known exactly: E_z(x') regresses z (squared error) and E_y(x')
 classifies y (cross-entropy). A real image x then maps to (E_z(x), E_y(x)); keeping z and changing the
 label re-generates the same image with another class: ``edit(x, new_y) = G(E_z(x), new_y)``. The paper
-found E_y better trained on real labelled images; ``label_source="real"`` does that.
+found E_y better trained on real labelled images; ``label_source="real"`` does that. ``validate`` / ``test``
+report the same losses on held-out draws and the datamodule's evaluation batches.
 """
 
 from __future__ import annotations
@@ -67,9 +68,29 @@ class IcGAN(pl.LightningModule):
         return self
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss_z, loss_y, accuracy = self._encoder_losses(batch, self._rng(self.global_step))
+        self.log_dict({"loss/e_z": loss_z.detach(), "loss/e_y": loss_y.detach(), "acc/e_y": accuracy},
+                      prog_bar=True)
+        return loss_z + loss_y
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._score_held_out(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._score_held_out(batch, batch_idx, "test")
+
+    def _score_held_out(self, batch: Any, batch_idx: int, stage: str) -> None:
+        """The training losses on fresh (z, y) draws (streams apart from training's) and the real batch,
+        averaged over the batches."""
+        loss_z, loss_y, accuracy = self._encoder_losses(batch, self._rng(batch_idx, stage))
+        self.log_dict({f"{stage}/loss_e_z": loss_z, f"{stage}/loss_e_y": loss_y, f"{stage}/acc_e_y": accuracy},
+                      on_step=False, on_epoch=True, sync_dist=True, batch_size=split_batch(batch)[0].shape[0])
+
+    def _encoder_losses(self, batch: Any, rng: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """E_z's squared error on G's samples of drawn (z, y); E_y's cross-entropy and accuracy on the source
+        of ``label_source``."""
         real, labels = split_batch(batch)
         n, k = real.shape[0], self.hparams.num_classes
-        rng = self._rng()
         z = torch.randn(n, self.generator.latent_dim, device=self.device, generator=rng)
         y = torch.randint(0, k, (n,), device=self.device, generator=rng)
         with torch.no_grad():
@@ -83,14 +104,15 @@ class IcGAN(pl.LightningModule):
             logits, targets = self.encoder_y(fake), y
         loss_y = F.cross_entropy(logits, targets)
         accuracy = (logits.argmax(1) == targets).float().mean()
-        self.log_dict({"loss/e_z": loss_z.detach(), "loss/e_y": loss_y.detach(), "acc/e_y": accuracy},
-                      prog_bar=True)
-        return loss_z + loss_y
+        return loss_z, loss_y, accuracy
 
-    def _rng(self) -> torch.Generator:
+    def _rng(self, counter: int, stage: str | None = None) -> torch.Generator:
+        """Seeded by (seed, slot, counter). The slot is the rank in training; in validation (test) it is -1 - 2 rank
+        (-2 - 2 rank), which no training rank uses."""
         rank = self.trainer.global_rank if self._trainer is not None else 0
+        slot = rank if stage is None else -1 - 2 * rank - (stage == "test")
         gen = torch.Generator(device=self.device)
-        gen.manual_seed(((self.seed * 1_000_003 + rank) * 1_000_033 + self.global_step) % (2**63 - 1))
+        gen.manual_seed(((self.seed * 1_000_003 + slot) * 1_000_033 + counter) % (2**63 - 1))
         return gen
 
     def configure_optimizers(self):

@@ -1,6 +1,6 @@
-"""The ``ganforge`` command: LightningCLI for fit, plus ganforge's own subcommands.
+"""The ``ganforge`` command: LightningCLI for fit, validate, test and predict, plus ganforge's own subcommands.
 
-Lightning, W&B and the strategies are imported only for ``fit``, so the other subcommands start fast.
+Lightning, W&B and the strategies are imported only for LightningCLI's subcommands, so the others start fast.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
-    """``ganforge fit ARGS`` (or, with ``run=False``, the parsed CLI with its model, datamodule and trainer)."""
+    """``ganforge fit|validate|test|predict ARGS`` (or, with ``run=False``, the parsed fit config's model,
+    datamodule and trainer)."""
     from pipeline.fit_command import build_cli
 
     return build_cli(args, run)

@@ -1,30 +1,65 @@
-"""``ganforge fit``: LightningCLI over any LightningModule and LightningDataModule, so that every module,
-datamodule, trainer, logger and callback option is a config key (jsonargparse)."""
+"""``ganforge fit`` / ``validate`` / ``test`` / ``predict``: LightningCLI over any LightningModule and
+LightningDataModule, so that every module, datamodule, trainer, logger and callback option is a config key
+(jsonargparse)."""
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 import pipeline.strategies  # noqa: F401  registers the ddp_gan and deepspeed_gan strategies
+from pipeline.callbacks.prediction_writer import PredictionWriter
 from pipeline.run_record import RunRecordCallback
 from pipeline.wandb_logger import GanForgeWandbLogger
 
+# A fit evaluates in its callbacks, every N generator steps; validation loops would change what it runs (and
+# slow it) only because the modules can validate. ``--trainer.limit_val_batches N`` turns them on.
+FIT_DEFAULTS = {"trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0}
+# The module method each evaluating subcommand runs.
+EVALUATION_STEPS = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
+
 
 class GanForgeCLI(LightningCLI):
-    """Only `fit`: GANs have no validation targets; evaluation runs in callbacks during training."""
+    """``fit`` trains, evaluating in callbacks every N generator steps (no validation loop unless asked for).
+    ``validate`` and ``test`` score a trained checkpoint on the datamodule's evaluation set (the module's
+    val/ or test/ metrics, plus one run of every evaluation callback); ``predict`` writes samples by index
+    (pipeline.callbacks.prediction_writer). All three need ``--ckpt_path``.
+    """
 
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
+                     subparser_kwargs: dict[str, Any]) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        # Without subcommands (run=False) the parsed trainer is the one a caller fits with.
+        self._parser("fit" if add_subcommands else None).set_defaults(FIT_DEFAULTS)
+        if add_subcommands:  # the prediction writer has the samples; holding all of them too could exhaust memory
+            self._parser("predict").set_defaults({"return_predictions": False})
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand in EVALUATION_STEPS and self.config[self.subcommand].ckpt_path is None:
+            raise SystemExit(f"ganforge {self.subcommand}: error: pass --ckpt_path CHECKPOINT (the run to evaluate); "
+                             "an untrained generator is almost never what is meant")
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        step = EVALUATION_STEPS.get(self.subcommand)
+        if step is not None and not is_overridden(step, self.model, pl.LightningModule):
+            raise SystemExit(f"ganforge {self.subcommand}: error: {type(self.model).__name__} has no {step}; "
+                             f"{self.subcommand} runs GAN modules (modules.gan.GAN and its subclasses)")
 
     def before_fit(self) -> None:
         # W&B starts its run before any callback or checkpoint hook: only here is the resumed checkpoint known.
         for logger in self.trainer.loggers:
             if isinstance(logger, GanForgeWandbLogger):
                 logger.resume_from(self.config.fit.ckpt_path)
+
+    def before_predict(self) -> None:
+        if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
+            self.trainer.callbacks.append(PredictionWriter())
 
 
 # Deliberate, so not worth a warning on every run: the EMA generator lives in eval mode; a shard stream's

@@ -24,8 +24,9 @@ def make_grid(images: Tensor, nrow: int | None = None, padding: int = 2) -> np.n
     return grid.permute(1, 2, 0).numpy()
 
 
-def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    grid = make_grid(images, nrow)
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, padding: int = 2) -> Path:
+    """One PNG (one image with ``padding=0``: the image itself)."""
+    grid = make_grid(images, nrow, padding)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid).save(path)

@@ -130,7 +130,8 @@ def ganforge(args, variant: str) -> dict | None:
     _, devices, strategy = VARIANTS[variant]
     if isinstance(strategy, int):
         strategy = DeepSpeedGANStrategy(zero_stage=strategy)
-    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy,
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         devices=devices, strategy=strategy,
                          max_steps=args.warmup + args.steps + 1, logger=False, callbacks=[stamps],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, data(args))

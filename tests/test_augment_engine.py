@@ -26,7 +26,8 @@ def make_gan(**kwargs) -> GAN:
 
 
 def fit(model: GAN, steps: int) -> GAN:
-    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         max_steps=steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
     trainer.fit(model, torch.utils.data.DataLoader(ImageStream(), batch_size=8))
     return model

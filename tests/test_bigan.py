@@ -38,7 +38,8 @@ def make_bigan_2d(seed: int = 0, **kwargs) -> BiGAN:
 
 
 def fit(model: BiGAN, steps: int, data: torch.Tensor, batch_size: int = 64, callbacks=()) -> pl.Trainer:
-    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         max_steps=steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks),
                          log_every_n_steps=1)
     trainer.fit(model, DataLoader(TensorDataset(data), batch_size=batch_size, shuffle=True, drop_last=True))

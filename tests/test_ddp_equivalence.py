@@ -55,7 +55,8 @@ def fit(devices: int):
     model = SharedNoiseGAN(MLPGenerator(latent_dim=2, hidden=32, layers=2), MLPDiscriminator(hidden=32, layers=2),
                            n_critic=N_CRITIC, r1_gamma=1.0, grad_clip_g=0.05, grad_clip_d=0.05,
                            lr_schedule="linear", ema_kimg=0.5, noise_seed=3)
-    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_gan" if devices > 1 else "auto",
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         devices=devices, strategy="ddp_gan" if devices > 1 else "auto",
                          max_steps=STEPS, use_distributed_sampler=False, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, GlobalBatches(PER_RANK_BATCH * RANKS, STEPS * N_CRITIC))

@@ -31,7 +31,8 @@ def worker(out: Path, max_steps: int, every: int, ckpt: str | None) -> None:
                 MLPDiscriminator(hidden=32, layers=2), loss=WassersteinLoss(), n_critic=2, gp_weight=10.0,
                 lr_schedule="linear", betas_g=(0.0, 0.9), betas_d=(0.0, 0.9), ema_kimg=0.5, noise_seed=3)
     callbacks = [ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=every, save_top_k=-1)] if every else []
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_gan", max_steps=max_steps, logger=False,
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         devices=2, strategy="ddp_gan", max_steps=max_steps, logger=False,
                          callbacks=callbacks, enable_checkpointing=bool(every), enable_progress_bar=False,
                          enable_model_summary=False)
     trainer.fit(model, MixtureDataModule(batch_size=32, batches_per_epoch=10, seed=5), ckpt_path=ckpt)

@@ -18,7 +18,8 @@ def make_gan(**kwargs) -> GAN:
 
 
 def fit(model: GAN, max_steps: int, callbacks=(), **trainer_kwargs) -> pl.Trainer:
-    trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         max_steps=max_steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks),
                          **trainer_kwargs)
     trainer.fit(model, MixtureDataModule(batch_size=64, batches_per_epoch=100))

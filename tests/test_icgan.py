@@ -41,7 +41,8 @@ def make_icgan(g: nn.Module, **kwargs) -> IcGAN:
 
 
 def fit(model: IcGAN, steps: int, batch: tuple[torch.Tensor, ...]) -> pl.Trainer:
-    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         max_steps=steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, DataLoader(TensorDataset(*batch), batch_size=64))
     return trainer

@@ -66,7 +66,8 @@ def fit(digits, tmp_path, steps: int, devices: int = 1, frozen: bool = False, **
                "seed": SEED, "cache_dir": str(tmp_path / "cache"), **callback_args}
     callback = ImageMetricsCallback(**options)
     model = make_model(frozen)
-    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_gan" if devices > 1 else "auto",
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         devices=devices, strategy="ddp_gan" if devices > 1 else "auto",
                          max_steps=steps, logger=CSVLogger(tmp_path / "logs"), callbacks=[callback],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, make_data(digits))
@@ -122,7 +123,8 @@ def test_a_bad_inception_path_stops_the_fit_at_start_naming_the_key(digits, tmp_
     path = str(digits / inception)
     callback = ImageMetricsCallback(feature_net=str(digits / "net.pt"), inception=path,
                                     cache_dir=str(tmp_path / "cache"))
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, callbacks=[callback],
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         max_steps=2, logger=False, callbacks=[callback],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises((FileNotFoundError, ValueError)) as failed:
         trainer.fit(make_model(), make_data(digits))
@@ -152,7 +154,8 @@ def test_two_ddp_ranks_log_what_one_process_logs(digits, tmp_path):
     assert ranks[0]["history"] == ranks[1]["history"]  # every rank holds rank 0's numbers
     real = ranks[0]["real"]
     assert int(real["n"]) == NUM_SAMPLES  # both ranks' shares of the reference set, summed
-    assert torch.allclose(real["outer"], single.real["indomain"][0].outer, rtol=1e-9)
+    # float32 features of other batch groupings (each rank its share), summed in float64
+    assert torch.allclose(real["outer"], single.real["indomain"][0].outer, rtol=1e-6)
     (step, ddp_metrics), (_, single_metrics) = ranks[0]["history"][-1], single.history[-1]
     assert step == 1 and ddp_metrics.keys() == single_metrics.keys()
     for name, value in single_metrics.items():

@@ -187,7 +187,8 @@ def test_channels_last_gives_the_same_outputs():
 
 # ---- in the engine ----------------------------------------------------------------------------------------
 def fit(model: GAN, steps: int, data: tuple[torch.Tensor, ...]) -> pl.Trainer:
-    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         max_steps=steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
     trainer.fit(model, DataLoader(TensorDataset(*data), batch_size=8, shuffle=True, drop_last=True))
     return trainer

@@ -21,7 +21,8 @@ def make_gan() -> GAN:
 def run(tmp_path, max_steps: int, ckpt_path=None, every: int = 0):
     callbacks = [ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=every, save_top_k=-1)] if every else []
     model = make_gan()
-    trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, callbacks=callbacks,
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         max_steps=max_steps, logger=False, callbacks=callbacks,
                          enable_checkpointing=bool(every), enable_progress_bar=False,
                          enable_model_summary=False)
     trainer.fit(model, MixtureDataModule(batch_size=32, batches_per_epoch=20, seed=5), ckpt_path=ckpt_path)

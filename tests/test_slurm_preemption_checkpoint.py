@@ -39,7 +39,8 @@ def fit(root, callbacks, ckpt_path=None):
     model = GAN(MLPGenerator(latent_dim=2, hidden=32, layers=2, batch_norm=True),
                 MLPDiscriminator(hidden=32, layers=2), loss=WassersteinLoss(), n_critic=2, gp_weight=10.0,
                 lr_schedule="linear", betas_g=(0.0, 0.9), betas_d=(0.0, 0.9), ema_kimg=0.5, noise_seed=3)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=MAX_STEPS, default_root_dir=root, logger=False,
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         max_steps=MAX_STEPS, default_root_dir=root, logger=False,
                          callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
     trainer.fit(model, MixtureDataModule(batch_size=32, batches_per_epoch=10, seed=5), ckpt_path=ckpt_path)

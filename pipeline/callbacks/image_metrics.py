@@ -84,7 +84,7 @@ class ImageMetricsCallback(PeriodicCallback):
             raise ValueError(f"{_CONFIG}: the real images come from the datamodule's reference_batches; train "
                              "with datamodules.webdataset_datamodule.WebDataModule")
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for net in (self.feature_net, self.inception):
             if net is not None:
                 net.to(pl_module.device)
@@ -138,9 +138,9 @@ class ImageMetricsCallback(PeriodicCallback):
         fake = accumulator.finish(trainer)
         metrics = self._metrics(fake, accumulator.classes) if trainer.is_global_zero else None
         metrics = trainer.strategy.broadcast(metrics)
-        self.history.append((trainer.global_step, metrics))
+        self.history.append((self.evaluated_step(trainer), metrics))
         log_metrics(trainer, metrics)
-        rank_zero_info(f"generator step {trainer.global_step}: "
+        rank_zero_info(f"generator step {self.evaluated_step(trainer)}: "
                        + ", ".join(f"{name.removeprefix('metrics/')} {value:.4g}" for name, value in metrics.items()))
         trainer.callback_metrics.update({name: torch.tensor(value) for name, value in metrics.items()})
 

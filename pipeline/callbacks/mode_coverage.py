@@ -16,7 +16,8 @@ class ModeCoverageCallback(PeriodicCallback):
     """Every ``every_n_steps`` generator steps (and at the end), score ``num_samples`` EMA samples.
 
     Needs a datamodule with a ``dist`` (datamodules.mixtures.GaussianMixture). Logs modes/captured,
-    modes/high_quality and modes/reverse_kl, and writes ``scatter_<step>.png`` under ``<run dir>/samples``.
+    modes/high_quality and modes/reverse_kl, and writes ``scatter_<step>.png`` under ``<run dir>/samples``
+    (``scatter_<step>_validate.png`` in validate, see PeriodicCallback).
     """
 
     def __init__(self, every_n_steps: int = 500, num_samples: int = 2500, seed: int = 1234, plot: bool = True):
@@ -28,7 +29,7 @@ class ModeCoverageCallback(PeriodicCallback):
         dist = trainer.datamodule.dist
         samples = pl_module.sample(self.num_samples, seed=self.seed).float().cpu()
         result = mode_coverage(samples, dist.means, dist.std)
-        self.history.append((trainer.global_step, result))
+        self.history.append((self.evaluated_step(trainer), result))
         log_metrics(trainer, result.as_dict())
         if self.plot:
             self._plot(trainer, samples, dist, result)
@@ -39,11 +40,11 @@ class ModeCoverageCallback(PeriodicCallback):
         fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
         ax.scatter(real[:, 0], real[:, 1], s=2, c="tab:blue", alpha=0.4, label="real")
         ax.scatter(samples[:, 0], samples[:, 1], s=2, c="tab:red", alpha=0.4, label="generated")
-        ax.set_title(f"step {trainer.global_step}: {result.modes}/{len(dist.means)} modes, "
+        ax.set_title(f"step {self.evaluated_step(trainer)}: {result.modes}/{len(dist.means)} modes, "
                      f"{100 * result.high_quality:.0f}% HQ", fontsize=9)
         ax.set_aspect("equal")
         ax.legend(loc="upper right", fontsize=7, markerscale=4)
-        path = samples_dir(trainer) / f"scatter_{trainer.global_step:07d}.png"
+        path = samples_dir(trainer) / f"{self.file_stem('scatter', trainer)}.png"
         fig.savefig(path, bbox_inches="tight")
         plt.close(fig)
         log_image(trainer, "samples/scatter", path)

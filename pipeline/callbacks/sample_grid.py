@@ -10,7 +10,8 @@ from pipeline.image_grid import save_grid
 
 
 class SampleGridCallback(PeriodicCallback):
-    """Writes ``grid_<step>.png`` under ``<run dir>/samples`` and logs it as ``samples/grid``.
+    """Writes ``grid_<step>.png`` (``grid_<step>_validate.png`` in validate) under ``<run dir>/samples`` and logs
+    it as ``samples/grid``.
 
     Conditional generators (``num_classes`` > 0) get one row per class; generators paired with an encoder
     (a ``reconstruct`` method, BiGAN) get extra rows of real images above their reconstructions G(E(x)).
@@ -24,6 +25,17 @@ class SampleGridCallback(PeriodicCallback):
         self._reals: torch.Tensor | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._keep_reals(pl_module, batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._keep_reals(pl_module, batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._keep_reals(pl_module, batch)
+
+    def _keep_reals(self, pl_module, batch) -> None:
+        """The first real images seen, to reconstruct at every evaluation (validate and test have no training
+        batches: theirs are taken)."""
         if self._reals is None and hasattr(pl_module, "reconstruct"):
             x = batch[0] if isinstance(batch, (list, tuple)) else batch
             self._reals = x[: self.reconstructions].detach().clone()
@@ -43,5 +55,5 @@ class SampleGridCallback(PeriodicCallback):
                 recon = pl_module.reconstruct(self._reals.to(pl_module.device))
             nrow = nrow or len(self._reals)
             images = torch.cat([images[: (len(images) // nrow) * nrow], self._reals.to(images), recon.to(images)])
-        path = save_grid(images, samples_dir(trainer) / f"grid_{trainer.global_step:07d}.png", nrow)
+        path = save_grid(images, samples_dir(trainer) / f"{self.file_stem('grid', trainer)}.png", nrow)
         log_image(trainer, "samples/grid", path)

@@ -88,7 +88,8 @@ def fit(strategy, out: Path, game: Callable[[], RecordingGAN] = RecordingGAN, pr
         checkpoint_every: int = 0, resume: Path | None = None) -> dict:
     model = game()
     callbacks = [ModelCheckpoint(dirpath=out, every_n_train_steps=checkpoint_every, save_top_k=-1)]
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=strategy, precision=precision,
+    trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
+                         devices=2, strategy=strategy, precision=precision,
                          max_steps=MAX_STEPS, logger=False, callbacks=callbacks if checkpoint_every else [],
                          enable_checkpointing=bool(checkpoint_every), enable_progress_bar=False,
                          enable_model_summary=False)
