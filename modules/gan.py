@@ -208,9 +208,19 @@ class GAN(pl.LightningModule):
             norm = torch.nn.utils.clip_grad_norm_(params, limit)
         elif logging:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-        if not logging:
-            return
-        self.log(f"gradnorm/{player}", norm)
+        if logging:
+            self.log_optimizer_step(player, norm, optimizer)
+
+    def on_engine_step(self, optimizer, grad_norm: float | Tensor | None) -> None:
+        """Called by a strategy whose engines step the players (deepspeed_gan), with the engine's global
+        gradient norm before clipping: the gradients themselves live in its partitions."""
+        if grad_norm is not None and self._is_logging_step():
+            player = "g" if optimizer is self._raw_optimizer(0) else "d"
+            self.log_optimizer_step(player, torch.as_tensor(grad_norm, dtype=torch.float32), optimizer)
+
+    def log_optimizer_step(self, player: str, grad_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """A player's gradient norm (before clipping) and learning rate, as ``gradnorm/<player>``, ``lr/<player>``."""
+        self.log(f"gradnorm/{player}", grad_norm)
         self.log(f"lr/{player}", optimizer.param_groups[0]["lr"])
 
     def _raw_optimizer(self, index: int) -> torch.optim.Optimizer:

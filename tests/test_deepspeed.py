@@ -88,7 +88,18 @@ def test_engine_clipping_is_the_modules_clipping(launch, run):
     _, ranks = launch
     assert min(ranks[0]["ddp_gan_clip"]["norms"]) > CLIP  # every step of both players was clipped
     deepspeed, ddp = weights(ranks[0][run]["state"]), weights(ranks[0]["ddp_gan_clip"]["state"])
-    assert max((deepspeed[name] - ddp[name]).abs().max().item() for name in ddp) < 1e-9  # measured <= 1.5e-11
+    # measured 1.5e-11 on one CPU, 1.5e-8 (an ulp of float32) on another; a clipped SGD step moves them up to 5e-4
+    assert max((deepspeed[name] - ddp[name]).abs().max().item() for name in ddp) < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["zero0_clip", "zero2_clip"])
+def test_engine_runs_log_the_gradient_norms_the_module_logs_under_ddp(launch, run):
+    _, ranks = launch
+    logged, reference = ranks[0][run]["logged_norms"], ranks[0]["ddp_gan_clip"]["logged_norms"]
+    assert [player for player, _ in reference] == ["d", "d", "g"] * MAX_STEPS  # n_critic=2, logged every batch
+    assert [player for player, _ in logged] == [player for player, _ in reference]
+    assert [norm for _, norm in logged] == pytest.approx([norm for _, norm in reference], rel=1e-5)
 
 
 @pytest.mark.slow

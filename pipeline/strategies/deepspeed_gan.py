@@ -7,7 +7,8 @@ module still calls its networks directly (engines are never called: an engine's 
 to the other player's backward running through it); ganforge's game hands each backward its optimizer, which
 names the engine that runs it, and each optimizer step becomes that engine's step. Gradient clipping per
 player is the engine's (``gradient_clipping``, from the module's grad_clip_g / grad_clip_d), so the module's
-``on_before_optimizer_step`` is not called (under ZeRO-2 the gradients it would read live in the partitions).
+``on_before_optimizer_step`` is not called (under ZeRO-2 the gradients it would read live in the partitions);
+after each engine step the module's ``on_engine_step`` gets the engine's gradient norm (for gradnorm/ logging).
 
 Precision: the engines keep fp32 weights; ``trainer.precision="bf16-mixed"`` runs the forward passes under
 autocast. DeepSpeed's own fp16/bf16 weight modes are refused (they cast the networks and need engine-called
@@ -134,7 +135,13 @@ class DeepSpeedGANStrategy(TwoPlayerDDPStrategy):
 
     def optimizer_step(self, optimizer, closure: Callable[[], Any], model=None, **kwargs: Any) -> Any:
         result = closure()
-        self.engine_for(optimizer).step()
+        engine = self.engine_for(optimizer)
+        report = getattr(self.lightning_module, "on_engine_step", None)
+        # ZeRO-1/2 optimizers keep the global norm they computed; without ZeRO the full gradients are here
+        full_norm = _grad_norm(optimizer) if report is not None and self.zero_stage == 0 else None
+        engine.step()
+        if report is not None:
+            report(optimizer, engine.get_global_grad_norm() if self.zero_stage else full_norm)
         return result
 
     # ---- checkpoints ----------------------------------------------------------------------------
@@ -221,6 +228,11 @@ def _skip_cpu_inference_ops(device: torch.device) -> None:
         import deepspeed.ops
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else None
 
 
 def _remove(path: Path) -> None:

@@ -68,7 +68,7 @@ class ClippedSGDGAN(RecordingGAN):
 
     def __init__(self):
         super().__init__(clip=CLIP)
-        self.norms = []
+        self.norms, self.logged_norms = [], []
 
     def _make_optimizer(self, params, lr, betas):
         return torch.optim.SGD(params, lr=10 * lr)
@@ -77,6 +77,10 @@ class ClippedSGDGAN(RecordingGAN):
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         self.norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
         super().on_before_optimizer_step(optimizer)
+
+    def log_optimizer_step(self, player, grad_norm, optimizer):
+        self.logged_norms.append((player, float(grad_norm)))
+        super().log_optimizer_step(player, grad_norm, optimizer)
 
 
 class AdafactorGAN(RecordingGAN):
@@ -89,7 +93,7 @@ def fit(strategy, out: Path, game: Callable[[], RecordingGAN] = RecordingGAN, pr
     model = game()
     callbacks = [ModelCheckpoint(dirpath=out, every_n_train_steps=checkpoint_every, save_top_k=-1)]
     trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
-                         devices=2, strategy=strategy, precision=precision,
+                         devices=2, strategy=strategy, precision=precision, log_every_n_steps=1,
                          max_steps=MAX_STEPS, logger=False, callbacks=callbacks if checkpoint_every else [],
                          enable_checkpointing=bool(checkpoint_every), enable_progress_bar=False,
                          enable_model_summary=False)
@@ -97,7 +101,7 @@ def fit(strategy, out: Path, game: Callable[[], RecordingGAN] = RecordingGAN, pr
     return {"state": model.state_dict(), "initial": model.initial, "grads": dict(model.grads),
             "counters": (trainer.global_step, model.d_steps, model.images_seen),
             "engine_steps": [engine.global_steps for engine in getattr(trainer.strategy, "engines", {}).values()],
-            "norms": getattr(model, "norms", [])}
+            "norms": getattr(model, "norms", []), "logged_norms": getattr(model, "logged_norms", [])}
 
 
 def deepspeed(stage: int, **kwargs) -> DeepSpeedGANStrategy:
