@@ -5,6 +5,7 @@ No scheduler here (tests/test_slurm_jobs.py runs the real one): outside SLURM th
 with the reason it was not requeued.
 """
 
+import csv
 import os
 import re
 import signal
@@ -34,15 +35,15 @@ class SignalAt(pl.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-def fit(root, callbacks, ckpt_path=None):
+def fit(root, callbacks, ckpt_path=None, **trainer_kwargs):
     torch.manual_seed(0)
     model = GAN(MLPGenerator(latent_dim=2, hidden=32, layers=2, batch_norm=True),
                 MLPDiscriminator(hidden=32, layers=2), loss=WassersteinLoss(), n_critic=2, gp_weight=10.0,
                 lr_schedule="linear", betas_g=(0.0, 0.9), betas_d=(0.0, 0.9), ema_kimg=0.5, noise_seed=3)
     trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
-                         max_steps=MAX_STEPS, default_root_dir=root, logger=False,
-                         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
+                         max_steps=MAX_STEPS, default_root_dir=root, callbacks=callbacks,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         **{"logger": False, **trainer_kwargs})
     trainer.fit(model, MixtureDataModule(batch_size=32, batches_per_epoch=10, seed=5), ckpt_path=ckpt_path)
     return model
 
@@ -72,6 +73,17 @@ def test_signal_checkpoints_at_the_step_boundary_and_resumes_exactly(tmp_path, s
     for (name, a), (_, b) in zip(never_stopped.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert resumed.d_steps == never_stopped.d_steps == 2 * MAX_STEPS
+
+
+def test_the_signalled_batchs_logged_metrics_are_written_before_the_exit(tmp_path):
+    """Lightning hands a batch's logged values to the loggers after on_train_batch_end, where the callback
+    exits: batch 5 is a logging batch (every 2nd), signalled; its row must be in metrics.csv."""
+    logger = pl.loggers.CSVLogger(tmp_path / "logs")
+    with pytest.raises(SystemExit, match="stopped by SIGUSR1 at generator step 3"):
+        fit(tmp_path, [PreemptionCheckpoint(), SignalAt(signal.SIGUSR1, 5)], logger=logger, log_every_n_steps=2)
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["step"]) for row in rows] == [1, 3, 5] and rows[-1]["loss/g"]
 
 
 @pytest.mark.parametrize(("env", "start_step", "step", "reason"), [

@@ -134,8 +134,12 @@ class PreemptionCheckpoint(pl.Callback):
         signum = int(signum)
         if not signum:
             return
+        # This batch's logged values reach the loggers only after this hook (Lightning's next two calls, made here
+        # since this process exits), then flush: it will not get to its loggers' teardown.
+        trainer._logger_connector.on_batch_end()
+        trainer._logger_connector.update_train_step_metrics()
         for logger in trainer.loggers:
-            logger.save()  # flush what was logged: this process will not get to its loggers' teardown
+            logger.save()
         if trainer.is_global_zero:
             keep_csv_metrics(trainer)
         path = self.save(trainer)
