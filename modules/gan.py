@@ -198,7 +198,7 @@ class GAN(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Per-player gradient clipping and gradient-norm logging (grads are final here)."""
-        player = "g" if optimizer is self._raw_optimizer(0) else "d"
+        player = self._player(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not params:
             return
@@ -215,16 +215,16 @@ class GAN(pl.LightningModule):
         """Called by a strategy whose engines step the players (deepspeed_gan), with the engine's global
         gradient norm before clipping: the gradients themselves live in its partitions."""
         if grad_norm is not None and self._is_logging_step():
-            player = "g" if optimizer is self._raw_optimizer(0) else "d"
-            self.log_optimizer_step(player, torch.as_tensor(grad_norm, dtype=torch.float32), optimizer)
+            self.log_optimizer_step(self._player(optimizer), torch.as_tensor(grad_norm, dtype=torch.float32), optimizer)
 
     def log_optimizer_step(self, player: str, grad_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
         """A player's gradient norm (before clipping) and learning rate, as ``gradnorm/<player>``, ``lr/<player>``."""
         self.log(f"gradnorm/{player}", grad_norm)
         self.log(f"lr/{player}", optimizer.param_groups[0]["lr"])
 
-    def _raw_optimizer(self, index: int) -> torch.optim.Optimizer:
-        return self.trainer.optimizers[index]
+    def _player(self, optimizer: torch.optim.Optimizer) -> str:
+        """"g" for the generator's optimizer (configure_optimizers' first), "d" for the discriminator's."""
+        return "g" if optimizer is self.trainer.optimizers[0] else "d"
 
     def update_generator_ema(self, batch_images: int) -> None:
         if self.generator_ema is None:
