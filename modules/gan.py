@@ -16,6 +16,7 @@ generator's kernels may round differently for another batch size).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -207,15 +208,19 @@ class GAN(pl.LightningModule):
         if limit is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, limit)
         elif logging:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+            norm = global_norm(p.grad for p in params)
         if logging:
             self.log_optimizer_step(player, norm, optimizer)
 
-    def on_engine_step(self, optimizer, grad_norm: float | Tensor | None) -> None:
-        """Called by a strategy whose engines step the players (deepspeed_gan), with the engine's global
-        gradient norm before clipping: the gradients themselves live in its partitions."""
-        if grad_norm is not None and self._is_logging_step():
-            self.log_optimizer_step(self._player(optimizer), torch.as_tensor(grad_norm, dtype=torch.float32), optimizer)
+    def on_engine_step(self, optimizer, grad_norm: Callable[[], float | Tensor | None]) -> None:
+        """Called by a strategy whose engines step the players (deepspeed_gan), with a reader of the global
+        gradient norm before clipping (the gradients may live in the engine's partitions), read only on
+        logging steps."""
+        if not self._is_logging_step():
+            return
+        norm = grad_norm()
+        if norm is not None:
+            self.log_optimizer_step(self._player(optimizer), torch.as_tensor(norm, dtype=torch.float32), optimizer)
 
     def log_optimizer_step(self, player: str, grad_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
         """A player's gradient norm (before clipping) and learning rate, as ``gradnorm/<player>``, ``lr/<player>``."""
@@ -365,6 +370,11 @@ class GAN(pl.LightningModule):
     def variant_name(self) -> str:
         """The module class and its networks: what a checkpoint must match to be loaded."""
         return f"{type(self).__name__}({type(self.generator).__name__}, {type(self.discriminator).__name__})"
+
+
+def global_norm(tensors: Iterable[Tensor]) -> Tensor:
+    """The 2-norm of all the tensors together (what gradient clipping measures)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
 
 
 def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:

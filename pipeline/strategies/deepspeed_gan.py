@@ -8,7 +8,7 @@ to the other player's backward running through it); ganforge's game hands each b
 names the engine that runs it, and each optimizer step becomes that engine's step. Gradient clipping per
 player is the engine's (``gradient_clipping``, from the module's grad_clip_g / grad_clip_d), so the module's
 ``on_before_optimizer_step`` is not called (under ZeRO-2 the gradients it would read live in the partitions);
-after each engine step the module's ``on_engine_step`` gets the engine's gradient norm (for gradnorm/ logging).
+instead the module's ``on_engine_step`` gets a reader of the player's gradient norm (for gradnorm/ logging).
 
 Precision: the engines keep fp32 weights; ``trainer.precision="bf16-mixed"`` runs the forward passes under
 autocast. DeepSpeed's own fp16/bf16 weight modes are refused (they cast the networks and need engine-called
@@ -34,6 +34,7 @@ import torch
 from pytorch_lightning.strategies import StrategyRegistry
 from pytorch_lightning.trainer.states import TrainerFn
 
+from modules.gan import global_norm
 from pipeline.strategies.two_player_ddp import TwoPlayerDDPStrategy
 
 NAME = "deepspeed_gan"
@@ -137,11 +138,12 @@ class DeepSpeedGANStrategy(TwoPlayerDDPStrategy):
         result = closure()
         engine = self.engine_for(optimizer)
         report = getattr(self.lightning_module, "on_engine_step", None)
-        # ZeRO-1/2 optimizers keep the global norm they computed; without ZeRO the full gradients are here
-        full_norm = _grad_norm(optimizer) if report is not None and self.zero_stage == 0 else None
+        if report is not None and self.zero_stage == 0:  # full gradients, until the engine's step clears them
+            gradients = self.gradients(optimizer)
+            report(optimizer, lambda: global_norm(gradients) if gradients else None)
         engine.step()
-        if report is not None:
-            report(optimizer, engine.get_global_grad_norm() if self.zero_stage else full_norm)
+        if report is not None and self.zero_stage > 0:  # ZeRO-1/2 optimizers keep the global norm they computed
+            report(optimizer, engine.get_global_grad_norm)
         return result
 
     # ---- checkpoints ----------------------------------------------------------------------------
@@ -228,11 +230,6 @@ def _skip_cpu_inference_ops(device: torch.device) -> None:
         import deepspeed.ops
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-
-
-def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else None
 
 
 def _remove(path: Path) -> None:
