@@ -4,7 +4,7 @@ Every run is ``ganforge fit`` in-process with no checkpoints, logger or progress
 callback scores 2,500 EMA samples once, at the end. Ours are mean +- std over seeds, beside the rows of
 PacGAN (Lin et al., 2018), Table 1 (10 trials each). Arguments after ``--`` go to every ``ganforge fit``:
 
-    python scripts/bench_modes.py                                  # 4 presets x 2 mixtures x 5 seeds
+    python scripts/bench_modes.py                                  # 5 presets x 2 mixtures x 5 seeds
     python scripts/bench_modes.py --presets sngan_hinge --data grid25 --seeds 2 -- --trainer.max_steps 500
 """
 
@@ -25,7 +25,7 @@ from pipeline.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PRESETS = ["gan", "wgan", "wgan_gp", "sngan_hinge"]
+PRESETS = ["gan", "wgan", "wgan_gp", "sngan_hinge", "deligan"]
 MIXTURES = ["ring8", "grid25"]
 # PacGAN Table 1: modes captured, high-quality samples (%), reverse KL.
 PUBLISHED = {

@@ -8,7 +8,8 @@ Every variant trains the same networks (MLP G and D, non-saturating loss, Adam, 
 2-D mixture batches, each in a fresh process with ``--threads`` torch threads per process; rounds interleave
 the variants and the best round of each counts (the machine may be shared). Prints steps/s and images/s
 (real images shown to D per second, all ranks), ganforge/plain (the framework's cost; floor 0.95) and each
-2-process step time over the 1-process one at the same per-rank batch (the cost of distribution; ceiling 1.10
+2-process step time at the same per-rank batch over the 1-process one, and over two independent 1-process runs
+at once (on a machine with as many cores as ranks, the latter is the cost of distribution alone; ceiling 1.10
 for ddp_gan). DeepSpeed runs on its CPU accelerator over gloo, with the module's torch Adam (nothing compiled).
 """
 
@@ -24,8 +25,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# Two 1-process runs at once: the cores, caches and memory bandwidth are as busy as under 2-process DDP, with no
+# communication, so a 2-process variant's step time over theirs is the cost of distribution alone.
+INDEPENDENT = "independent"
 # variant -> (label, processes, trainer strategy)
 VARIANTS = {"plain": ("plain PyTorch, 1 process", 1, None), "ganforge": ("ganforge, 1 process", 1, "auto"),
+            "solo2": ("ganforge, 2 independent procs", 2, INDEPENDENT),
             "ddp2": ("ganforge ddp_gan, 2 procs", 2, "ddp_gan"),
             "zero1": ("deepspeed_gan ZeRO-1, 2 procs", 2, 1), "zero2": ("deepspeed_gan ZeRO-2, 2 procs", 2, 2)}
 
@@ -39,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=300, help="timed generator steps (after --warmup)")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="subset to run (the ratios need plain, ganforge and solo2)")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -128,6 +135,8 @@ def ganforge(args, variant: str) -> dict | None:
     model = GAN(g, d, loss=NonSaturatingLoss(), lr_g=1e-3, lr_d=1e-3, ema_kimg=10.0)
     stamps = Stamps()
     _, devices, strategy = VARIANTS[variant]
+    if strategy == INDEPENDENT:
+        devices, strategy = 1, "auto"
     if isinstance(strategy, int):
         strategy = DeepSpeedGANStrategy(zero_stage=strategy)
     trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
@@ -152,13 +161,18 @@ def worker(args) -> None:
 
 
 def run_variant(variant: str, argv: list[str]) -> dict:
+    """Seconds per step of one run of ``variant`` (independent processes: the slower one's)."""
+    copies = VARIANTS[variant][1] if VARIANTS[variant][2] == INDEPENDENT else 1
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
+        outs = [Path(tmp) / f"result{i}.json" for i in range(copies)]
         env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
                    DS_ACCELERATOR="cpu", TORCH_EXTENSIONS_DIR=str(Path(tmp) / "torch_extensions"))
-        subprocess.run([sys.executable, __file__, *argv, "--worker", variant, "--out", str(out)], env=env,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return json.loads(out.read_text())
+        procs = [subprocess.Popen([sys.executable, __file__, *argv, "--worker", variant, "--out", str(out)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for out in outs]
+        for proc in procs:
+            if proc.wait():
+                raise subprocess.CalledProcessError(proc.returncode, proc.args)
+        return max((json.loads(out.read_text()) for out in outs), key=lambda r: r["seconds_per_step"])
 
 
 def main() -> None:
@@ -169,22 +183,30 @@ def main() -> None:
     argv = sys.argv[1:]
     best: dict[str, dict] = {}
     for _ in range(args.rounds):
-        for variant in VARIANTS:
+        for variant in args.variants:
             result = run_variant(variant, argv)
             if variant not in best or result["seconds_per_step"] < best[variant]["seconds_per_step"]:
                 best[variant] = result
     print(f"MLP G/D hidden={args.hidden} layers={args.layers}, batch {args.batch} per rank, {args.threads} "
           f"thread(s) per process, best of {args.rounds} rounds x {args.steps} steps, {os.cpu_count()} CPUs")
-    print(f"{'variant':<31}{'ms/step':>9}{'steps/s':>9}{'images/s':>10}{'vs 1 proc':>11}{'collectives':>13}")
-    one = best["ganforge"]["seconds_per_step"]
-    for variant, (label, ranks, _) in VARIANTS.items():
+    print(f"{'variant':<31}{'ms/step':>9}{'steps/s':>9}{'images/s':>10}{'vs 1 proc':>11}{'vs 2 indep':>12}"
+          f"{'collectives':>13}")
+    one, two = (best[v]["seconds_per_step"] if v in best else float("nan") for v in ("ganforge", "solo2"))
+    for variant in args.variants:
+        label, ranks, strategy = VARIANTS[variant]
         s = best[variant]["seconds_per_step"]
-        ratio = f"{s / one:.3f}" if ranks > 1 else ""
-        collectives = f"{1000 * best[variant]['collective_seconds_per_step']:.2f} ms" if ranks > 1 else ""
-        print(f"{label:<31}{1000 * s:>9.2f}{1 / s:>9.1f}{ranks * args.batch / s:>10.0f}{ratio:>11}{collectives:>13}")
-    print(f"ganforge / plain throughput: {best['plain']['seconds_per_step'] / one:.3f}  (floor 0.95); "
-          f"'vs 1 proc': 2-process step time over ganforge's 1-process one (ddp_gan ceiling 1.10); "
-          f"'collectives': rank 0's time per step in torch.distributed calls, waiting included")
+        distributed = ranks > 1 and strategy != INDEPENDENT
+        over_one = f"{s / one:.3f}" if ranks > 1 else ""
+        over_two = f"{s / two:.3f}" if distributed else ""
+        collectives = f"{1000 * best[variant]['collective_seconds_per_step']:.2f} ms" if distributed else ""
+        print(f"{label:<31}{1000 * s:>9.2f}{1 / s:>9.1f}{ranks * args.batch / s:>10.0f}{over_one:>11}{over_two:>12}"
+              f"{collectives:>13}")
+    if "plain" in best:
+        print(f"ganforge / plain throughput: {best['plain']['seconds_per_step'] / one:.3f}  (floor 0.95)")
+    print("'vs 1 proc': step time over ganforge's 1-process one, the other core idle; 'vs 2 indep': over two "
+          "independent 1-process runs sharing the machine as the 2 ranks do, the cost of distribution alone "
+          "(ddp_gan ceiling 1.10); 'collectives': rank 0's time per step in torch.distributed calls, waiting "
+          "included")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ VARIANTS = {
     "wgan_gp": (WassersteinLoss, 5, None, 10.0, False, "adam"),
     "sngan_hinge": (HingeLoss, 1, None, 0.0, True, "adam"),
     "ring8": (NonSaturatingLoss, 1, None, 0.0, False, "adam"),
+    "deligan": (NonSaturatingLoss, 1, None, 0.0, False, "adam"),
 }
+MIXTURE = {"deligan": ("grid25", 25)}  # the others default to ring8
 
 
 @pytest.fixture(autouse=True)
@@ -44,12 +46,13 @@ def test_preset_builds_its_variant(preset, tmp_path):
     assert isinstance(model, GAN) and type(model.loss) is loss
     assert (hp.n_critic, hp.weight_clip, hp.gp_weight, hp.spectral_norm, hp.optimizer) == (
         n_critic, clip, gp, spectral_norm, optimizer)
-    assert cli.datamodule.hparams.name == "ring8" and cli.datamodule.dist.means.shape == (8, 2)
+    name, modes = MIXTURE.get(preset, ("ring8", 8))
+    assert cli.datamodule.hparams.name == name and cli.datamodule.dist.means.shape == (modes, 2)
     assert 0 < cli.trainer.max_steps <= 5000
 
 
 @pytest.mark.parametrize("mixture", ["ring8", "grid25"])
-@pytest.mark.parametrize("preset", ["gan", "wgan", "wgan_gp", "sngan_hinge"])
+@pytest.mark.parametrize("preset", ["gan", "wgan", "wgan_gp", "sngan_hinge", "deligan"])
 def test_preset_trains_on_both_mixtures(preset, mixture, tmp_path):
     cli = run_cli(["fit", "--config", f"configs/{preset}.yaml", "--data.init_args.name", mixture,
                    "--trainer.max_steps", "24", "--trainer.default_root_dir", str(tmp_path), *QUIET])
