@@ -203,7 +203,7 @@ def main() -> None:
               f"{collectives:>13}")
     if "plain" in best:
         print(f"ganforge / plain throughput: {best['plain']['seconds_per_step'] / one:.3f}  (floor 0.95)")
-    print("'vs 1 proc': step time over ganforge's 1-process one, the other core idle; 'vs 2 indep': over two "
+    print("'vs 1 proc': step time over ganforge's 1-process one alone on the machine; 'vs 2 indep': over two "
           "independent 1-process runs sharing the machine as the 2 ranks do, the cost of distribution alone "
           "(ddp_gan ceiling 1.10); 'collectives': rank 0's time per step in torch.distributed calls, waiting "
           "included")
