@@ -24,7 +24,7 @@ import torch
 from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 
-from modules.augment import DiffAugment
+from modules.augment import AdaptiveAugment, DiffAugment
 from modules.ema import ema_beta, make_ema_copy, update_ema
 from modules.losses import GANLoss, NonSaturatingLoss
 from modules.regularizers import apply_spectral_norm, clip_weights_, gradient_penalty, r1_penalty
@@ -56,7 +56,8 @@ class GAN(pl.LightningModule):
         grad_clip_g, grad_clip_d: per-player max gradient norm (None: off).
         ema_kimg: half-life of the generator's EMA in thousands of images (None: no EMA).
         ema_rampup: caps the EMA half-life at this fraction of images seen (None: no ramp-up).
-        augment: DiffAugment applied to everything D sees, in both players' steps (None: off).
+        augment: DiffAugment or AdaptiveAugment (ADA) applied to everything D sees, in both players' steps
+            (None: off). ADA's ``observe`` gets D's scores of reals after each D step; its p is in the state_dict.
         channels_last: NHWC memory format for image networks and batches (faster convolutions on GPUs).
         noise_seed: seed of the game's random streams (None: the process's torch seed at construction).
     """
@@ -85,7 +86,7 @@ class GAN(pl.LightningModule):
         grad_clip_d: float | None = None,
         ema_kimg: float | None = 10.0,
         ema_rampup: float | None = 0.05,
-        augment: DiffAugment | None = None,
+        augment: DiffAugment | AdaptiveAugment | None = None,
         channels_last: bool = False,
         noise_seed: int | None = None,
     ):
@@ -128,6 +129,8 @@ class GAN(pl.LightningModule):
                 scheduler.step()
         metrics["kimg"] = self.images_seen / 1000.0
         if self._is_logging_step():
+            if hasattr(self.augment, "metrics"):
+                metrics.update(self.augment.metrics())
             for name, value in metrics.items():
                 self.log(name, value, prog_bar=name in _PROGRESS_BAR)
 
@@ -162,6 +165,8 @@ class GAN(pl.LightningModule):
             loss = loss + 0.5 * hp.r1_gamma * hp.r1_every * r1
             metrics["reg/r1"] = r1.detach()
         self._step_player(opt, loss, counted=False)
+        if hasattr(self.augment, "observe"):  # ADA's overfitting signal: D's scores of the reals it trained on
+            self.augment.observe(real_scores.detach(), n * self.trainer.world_size)
         if hp.weight_clip is not None:
             clip_weights_(self.discriminator, hp.weight_clip)
         metrics.update(self._score_metrics(real_scores, fake_scores))
