@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 from test_wandb_run import fit_ring8
 
-from pipeline.cli import main
-from pipeline.run_reader import read_local_runs
+from pipeline.commands.cli import main
+from pipeline.tracking.run_reader import read_local_runs
 
 
 @pytest.fixture(scope="module")

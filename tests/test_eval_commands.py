@@ -19,11 +19,11 @@ from modules.gan import GAN
 from modules.icgan import IcGAN
 from modules.losses import NonSaturatingLoss, WassersteinLoss
 from modules.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from pipeline import shards_command
 from pipeline.callbacks.image_metrics import ImageMetricsCallback
 from pipeline.callbacks.mode_coverage import ModeCoverageCallback
 from pipeline.callbacks.prediction_writer import PredictionWriter
-from pipeline.cli import main, run_cli
+from pipeline.commands import shards as shards_command
+from pipeline.commands.cli import main, run_cli
 from pipeline.metrics.feature_net import FeatureNet, save_feature_net
 
 STEPS = 200
