@@ -9,7 +9,7 @@ from modules.gan import GAN
 from pipeline.commands.cli import run_cli
 from pipeline.commands.shards import main as write_shards
 
-PRESETS = ["dcgan", "dcgan_cond", "wgan_gp_resnet", "sngan_hinge_resnet", "sngan_projection", "bigan"]
+PRESETS = ["dcgan", "dcgan_ada", "dcgan_cond", "wgan_gp_resnet", "sngan_hinge_resnet", "sngan_projection", "bigan"]
 TEMPLATES = sorted(p.stem for p in Path("configs/templates").glob("*.yaml"))
 
 
