@@ -251,6 +251,14 @@ def test_each_transform_hits_p_times_its_multiplier_of_the_images(name, multipli
     assert abs(pipeline.last_rates[rate].item() - changed) < 1e-6
 
 
+def test_mixed_precision_autocast_leaves_the_pipeline_in_float32():
+    aug, x = AdaptiveAugment("bgcfnc", p=1.0), images(n=8, h=16, w=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = aug(x, seeded(3))
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, aug(x, seeded(3)))
+    assert aug(x.bfloat16(), seeded(3)).dtype == torch.bfloat16
+
+
 def test_same_seed_same_augmentation_other_seed_another():
     aug, x = AdaptiveAugment("bgcfnc", p=0.7), images(n=8)
     assert torch.equal(aug(x, seeded(1)), aug(x, seeded(1)))

@@ -115,15 +115,17 @@ def scaling(sx: Tensor, sy: Tensor) -> Tensor:
 
 def rotation(theta: Tensor) -> Tensor:
     """Sampling matrix of a rotation by theta; theta = k * pi / 2 is torch.rot90(x, k, dims=(2, 3))."""
-    cos, sin, zero = torch.cos(theta), torch.sin(theta), torch.zeros_like(theta)
-    return affine(cos, -sin, sin, cos, zero, zero)
+    return _rotation(torch.cos(theta), torch.sin(theta))
 
 
 def quarter_turns(k: Tensor) -> Tensor:
     """rotation(k * pi / 2) with exact entries (cos(pi / 2) is not 0 in floating point)."""
     k = k.long() % 4
-    cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=k.device)[k]
-    sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=k.device)[k]
+    return _rotation(torch.tensor([1.0, 0.0, -1.0, 0.0], device=k.device)[k],
+                     torch.tensor([0.0, 1.0, 0.0, -1.0], device=k.device)[k])
+
+
+def _rotation(cos: Tensor, sin: Tensor) -> Tensor:
     zero = torch.zeros_like(cos)
     return affine(cos, -sin, sin, cos, zero, zero)
 
@@ -239,6 +241,12 @@ class ADAPipeline:
     def __call__(self, x: Tensor, p: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"ADA works on image batches (N, C, H, W), got shape {tuple(x.shape)}")
+        # in float32 at least, also under mixed precision: a bf16 matrix product would move pixels by up to
+        # side / 256 and make colour matrices inexact
+        with torch.autocast(x.device.type, enabled=False):
+            return self._augment(x.to(torch.promote_types(x.dtype, torch.float32)), p, generator).to(x.dtype)
+
+    def _augment(self, x: Tensor, p: Tensor | float, generator: torch.Generator | None) -> Tensor:
         draw = Draws(x, p, generator, self.multipliers)
         rates = {}
         matrix, rates["geometric"] = self.geometric_matrix(draw, x.shape[2], x.shape[3])

@@ -29,7 +29,8 @@ def warp(x: Tensor, matrix: Tensor) -> Tensor:
     origin at the image centre (x to the right, y down): out(q) = x(matrix @ q). Bilinear interpolation of
     the reflection-padded image; as that interpolant is mirror-symmetric about the edge pixels, the position
     is folded into the image first. Integer positions read their pixel exactly (flips, quarter turns and
-    integer shifts are lossless).
+    integer shifts are lossless). Run it outside autocast (as ADAPipeline does): a bf16 matrix product
+    would misplace the positions.
     """
     n, c, h, w = x.shape
     dtype = torch.promote_types(x.dtype, torch.float32)
