@@ -12,6 +12,7 @@ from modules.gan import GAN
 from modules.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from modules.nets.mlp import MLPDiscriminator, MLPGenerator
 from modules.regularizers import auto_r1_gamma
+from pipeline.cli import run_cli
 
 
 def make_gan(generator=None, **kwargs) -> GAN:
@@ -105,3 +106,10 @@ def test_auto_gamma_is_resolved_from_the_first_real_batch(caplog):
 def test_auto_gamma_refuses_non_image_data():
     with pytest.raises(ValueError, match="needs image batches"):
         fit(make_gan(r1_gamma="auto"), max_steps=1)
+
+
+@pytest.mark.parametrize(("value", "resolved"), [("auto", None), ("0.5", 0.5)])
+def test_r1_gamma_takes_auto_or_a_number_from_the_config(value, resolved):
+    cli = run_cli(["--config", "configs/ring8.yaml", "--model.init_args.r1_gamma", value], run=False)
+    assert cli.model.hparams.r1_gamma == (value if resolved is None else resolved)
+    assert cli.model.r1_gamma == resolved  # "auto": resolved from the first real batch
