@@ -325,6 +325,11 @@ class GAN(pl.LightningModule):
             regularized = hp.r1_gamma != 0 or hp.r2_gamma != 0 or bool({"r1_gamma", "r2_gamma"} & set(self.schedules))
         return every / (every + 1) if hp.lazy_adam_correction and regularized and every > 1 else 1.0
 
+    def lazy_corrected(self, player: str, lr: float, betas: tuple[float, float]) -> tuple[float, tuple[float, ...]]:
+        """(lr * c, betas ** c) with c = lazy_ratio(player): the optimizer settings that lazy regularization needs."""
+        c = self.lazy_ratio(player)
+        return lr * c, tuple(b**c for b in betas)
+
     def resolve_auto_r1_gamma(self, real: Tensor) -> None:
         """r1_gamma="auto": StyleGAN2-ADA's heuristic from the first real batch's size and the global batch."""
         if real.dim() != 4:
@@ -530,8 +535,8 @@ class GAN(pl.LightningModule):
     # ---- optimizers and checkpoints -------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        opt_g = self._make_optimizer(self.generator_parameters(), hp.lr_g, hp.betas_g, self.lazy_ratio("g"))
-        opt_d = self._make_optimizer(self.discriminator.parameters(), hp.lr_d, hp.betas_d, self.lazy_ratio("d"))
+        opt_g = self._make_optimizer(self.generator_parameters(), *self.lazy_corrected("g", hp.lr_g, hp.betas_g))
+        opt_d = self._make_optimizer(self.discriminator.parameters(), *self.lazy_corrected("d", hp.lr_d, hp.betas_d))
         if hp.lr_schedule == "constant":
             return [opt_g, opt_d]
         total = self.trainer.max_steps
@@ -548,11 +553,10 @@ class GAN(pl.LightningModule):
         """Everything the generator's optimizer owns (subclasses add encoders)."""
         return self.generator.parameters()
 
-    def _make_optimizer(self, params, lr: float, betas: tuple[float, float], lazy_ratio: float = 1.0):
-        """The player's optimizer; ``lazy_ratio`` c < 1 corrects it for lazy regularization: lr * c, betas ** c."""
+    def _make_optimizer(self, params, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
         if self.hparams.optimizer == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr * lazy_ratio)
-        return torch.optim.Adam(params, lr=lr * lazy_ratio, betas=tuple(b**lazy_ratio for b in betas))
+            return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ganforge"] = {"variant": self.variant_name(), "d_steps": self.d_steps,
