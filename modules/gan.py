@@ -144,12 +144,12 @@ class GAN(pl.LightningModule):
         self.seed = int(torch.initial_seed() if noise_seed is None else noise_seed) % (2**62)
         self.d_steps = 0
         self.images_seen = 0
-        # Regularizer weights as the step uses them: schedules move them, "auto" is resolved on the first batch.
-        self.r1_gamma: float | None = None if r1_gamma == "auto" else float(r1_gamma)
-        self.r2_gamma, self.ema_kimg = float(r2_gamma), ema_kimg
         self.path_length = PathLengthPenalty(pl_decay, pl_batch_shrink) if pl_weight > 0 else None
         self.schedules = dict(schedules or {})
         self._check_regularizers_and_schedules()
+        # Regularizer weights as the step uses them: schedules move them, "auto" is resolved on the first batch.
+        self.r1_gamma: float | None = None if r1_gamma == "auto" else float(r1_gamma)
+        self.r2_gamma, self.ema_kimg = float(r2_gamma), ema_kimg
         self._regularizing = False  # True during a lazy regularizer's own optimizer step
 
     def _check_regularizers_and_schedules(self) -> None:
@@ -175,7 +175,7 @@ class GAN(pl.LightningModule):
         if "augment_p" in keys and not hasattr(self.augment, "p"):
             raise ValueError(f"model.schedules augment_p needs an augmentation with a probability p "
                              f"(modules.augment.AdaptiveAugment), got {type(self.augment).__name__}")
-        if "r1_gamma" in keys and self.r1_gamma is None:
+        if "r1_gamma" in keys and hp.r1_gamma == "auto":
             raise ValueError("model.r1_gamma='auto' and model.schedules r1_gamma both set R1's gamma; keep one")
 
     def on_fit_start(self) -> None:

@@ -113,3 +113,8 @@ def test_r1_gamma_takes_auto_or_a_number_from_the_config(value, resolved):
     cli = run_cli(["--config", "configs/ring8.yaml", "--model.init_args.r1_gamma", value], run=False)
     assert cli.model.hparams.r1_gamma == (value if resolved is None else resolved)
     assert cli.model.r1_gamma == resolved  # "auto": resolved from the first real batch
+
+
+def test_r1_gamma_is_a_number_or_auto():
+    with pytest.raises(ValueError, match="model.r1_gamma must be a number or 'auto', got 'heuristic'"):
+        make_gan(r1_gamma="heuristic")
