@@ -23,8 +23,8 @@ generator's kernels may round differently for another batch size).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any, Literal
 
@@ -47,6 +47,7 @@ from modules.regularizers import (
     r2_penalty,
 )
 from modules.schedules import Schedule
+from modules.seeded_rng import next_seed, seeded_global_rng
 
 # Streams of the game's randomness; "g_*" seed torch's global RNG around a generator forward (_seeded).
 _RNG_TAGS = {"z_d": 0, "z_g": 1, "gp": 2, "aug_real": 3, "aug_fake": 4, "aug_g": 5, "z_val": 6, "z_test": 7,
@@ -366,19 +367,11 @@ class GAN(pl.LightningModule):
         else:
             self.augment.p = value
 
-    @contextmanager
-    def _seeded(self, tag: str) -> Iterator[None]:
-        """Runs the block on torch's global RNG forked (CPU and this process's GPU) and seeded from stream
-        ``tag``: draws inside a network's forward are reproducible across resumes, and the RNG outside is
-        left as it was."""
-        cuda = self.device.type == "cuda"
-        with torch.random.fork_rng(devices=[self.device] if cuda else []):
-            seed = self._stream_seed(tag)
-            torch.random.default_generator.manual_seed(seed)
-            if cuda:
-                with torch.cuda.device(self.device):
-                    torch.cuda.manual_seed(seed)
-            yield
+    def _seeded(self, tag: str) -> AbstractContextManager[None]:
+        """The block runs on torch's global RNG forked (CPU and this process's GPU) and seeded from stream
+        ``tag`` of this D step: draws inside a network's forward are reproducible across resumes, and the RNG
+        outside is left as it was."""
+        return seeded_global_rng(self._stream_seed(tag), self.device)
 
     # ---- plumbing -------------------------------------------------------------------------------
     def _step_player(self, opt, loss: Tensor, counted: bool) -> None:
@@ -480,10 +473,12 @@ class GAN(pl.LightningModule):
             net.train(was_training)
 
     def sample(self, n: int, labels: Tensor | None = None, seed: int = 0, use_ema: bool = True) -> Tensor:
-        """n samples from the (EMA) generator in eval mode, for a fixed ``seed``."""
+        """n samples from the (EMA) generator in eval mode, for a fixed ``seed`` (which also fixes any draws
+        inside the generator's forward)."""
         gen = torch.Generator(device=self.device).manual_seed(seed)
         z = torch.randn(n, self.generator.latent_dim, device=self.device, generator=gen)
-        return self.generate(z, labels, use_ema)
+        with seeded_global_rng(next_seed(gen), self.device):
+            return self.generate(z, labels, use_ema)
 
     # ---- validate / test: the discriminator's view of a trained generator -----------------------
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -497,13 +492,15 @@ class GAN(pl.LightningModule):
 
         ``loss_d`` estimates minus the game's value (-V(D, G) for the minimax loss); probabilistic losses add
         the mean D(x) and D(G(z)), the others ``critic_gap`` = E[D(x)] - E[D(G(z))] (with a Lipschitz critic, a
-        Wasserstein estimate). z comes from stream (seed, rank, batch_idx, stage), so the numbers are reproducible.
+        Wasserstein estimate). z (and any draw inside G's forward) comes from stream (seed, rank, batch_idx,
+        stage), so the numbers are reproducible.
         D is in eval mode (no dropout; BatchNorm on its running statistics) and sees no DiffAugment.
         """
         real, labels = split_batch(batch)
         gen = self._rng(f"z_{stage}", counter=batch_idx)
         z = torch.randn(real.shape[0], self.generator.latent_dim, device=self.device, generator=gen)
-        real_scores, fake_scores = self.held_out_scores(real, labels, z)
+        with seeded_global_rng(next_seed(gen), self.device):
+            real_scores, fake_scores = self.held_out_scores(real, labels, z)
         metrics = {"loss_d": self.loss.discriminator(real_scores, fake_scores)}
         if self.loss.probabilistic:
             metrics["D(x)"] = torch.sigmoid(real_scores).mean()
