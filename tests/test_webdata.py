@@ -361,7 +361,8 @@ def test_a_corrupt_shard_is_skipped_counted_and_logged_while_training_goes_on(tm
     with pytest.warns(RuntimeWarning, match="skipped the rest of shard .*shard-000002.tar"):
         model = fit(dm, good_batches, tmp_path, logger=CSVLogger(tmp_path, name="log"), log_every_n_steps=1)
     assert len(model.batches) == good_batches
-    assert dm.data_health() == {"samples_read": N - lost + 1, "skipped_samples": lost, "broken_shards": 3}
+    assert dm.data_health() == {"samples_read": N - lost + 1, "skipped_samples": lost, "broken_shards": 3,
+                                "uncounted_shards": 0, "read_retries": 0}
     with open(next(tmp_path.glob("log/*/metrics.csv"))) as f:
         rows = list(csv.DictReader(f))
     assert float(rows[-1]["data/skipped_samples"]) == lost and float(rows[-1]["data/broken_shards"]) == 3

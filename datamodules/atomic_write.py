@@ -1,0 +1,112 @@
+"""Files that appear whole or not at all: written under a temporary name in the same folder, flushed to the
+disk (fsync), then renamed over the final name (os.replace is atomic within a filesystem).
+
+A full disk mid-write thus never leaves a truncated file under a name a reader or a resume would pick, and
+never destroys the file being replaced; it raises StorageFullError, one line naming the file, the bytes it
+needed and the bytes free.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from contextlib import suppress
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+PARTIAL_SUFFIX = ".partial"  # ".<name>.partial": hidden, and no reader's pattern (*.tar, *.ckpt, last*) matches
+
+
+class StorageFullError(OSError):
+    """A write that did not fit: ``path``, the bytes ``needed`` (at least) and the bytes ``free``."""
+
+    def __init__(self, path: str, needed: int, free: int, exact: bool, hint: str):
+        folder = os.path.dirname(os.path.abspath(path))
+        amount = f"{needed:,} bytes" if exact else f"at least {needed:,} bytes"
+        super().__init__(f"{path}: not written, no space left: it needs {amount} and {folder} has {free:,} "
+                         f"bytes free; {hint}")
+        self.errno, self.path, self.needed, self.free = errno.ENOSPC, path, needed, free
+
+
+def free_bytes(folder: str) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def partial_path(path: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}{PARTIAL_SUFFIX}")
+
+
+class AtomicFile:
+    """A binary file written to ``.<name>.partial`` and renamed to ``path`` at ``close()`` (``discard()``,
+    or leaving a ``with`` block by an exception, removes it instead). With ``needed`` (the final size, when
+    known) a disk without that much free space is refused before a byte is written.
+    """
+
+    def __init__(self, path: str, needed: int | None = None,
+                 hint: str = "free space there or write elsewhere"):
+        self.path, self.hint = os.fspath(path), hint
+        self.temp = partial_path(self.path)
+        self.folder = os.path.dirname(self.temp)
+        self.written = 0
+        self.needed = needed
+        if needed is not None and free_bytes(self.folder) < needed:
+            raise StorageFullError(self.path, needed, free_bytes(self.folder), exact=True, hint=hint)
+        try:
+            self._file = open(self.temp, "wb")  # a stale one from a killed writer is overwritten
+        except OSError as err:
+            self._fail(err, 0)
+
+    def write(self, data) -> int:
+        try:
+            count = self._file.write(data)
+        except OSError as err:
+            self._fail(err, len(data))
+        self.written += count
+        return count
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        """Makes the file durable, then gives it its name."""
+        if self._file.closed:
+            return
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.temp, self.path)
+        except OSError as err:
+            self._fail(err, 0)
+        with suppress(OSError):  # the rename itself is durable once the folder is synced (not on every OS)
+            folder = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+
+    def discard(self) -> None:
+        with suppress(OSError):
+            self._file.close()
+        with suppress(FileNotFoundError):
+            os.remove(self.temp)
+
+    def _fail(self, err: OSError, pending: int):
+        """Removes the partial file; a full disk becomes StorageFullError, other errors pass on."""
+        if hasattr(self, "_file"):
+            self.discard()
+        if err.errno not in _FULL:
+            raise err
+        exact = self.needed is not None
+        needed = self.needed if exact else self.written + pending
+        raise StorageFullError(self.path, needed, free_bytes(self.folder), exact, self.hint) from err
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.discard()
