@@ -40,7 +40,9 @@ def partial_path(path: str) -> str:
 class AtomicFile:
     """A binary file written to ``.<name>.partial`` and renamed to ``path`` at ``close()`` (``discard()``,
     or leaving a ``with`` block by an exception, removes it instead). With ``needed`` (the final size, when
-    known) a disk without that much free space is refused before a byte is written.
+    known) a disk without that much free space is refused before a byte is written. Writes after a discard
+    go nowhere, so that a wrapping writer's own final flush (tarfile's, at garbage collection) does not fail
+    a second time.
     """
 
     def __init__(self, path: str, needed: int | None = None,
@@ -50,6 +52,7 @@ class AtomicFile:
         self.folder = os.path.dirname(self.temp)
         self.written = 0
         self.needed = needed
+        self.discarded = False
         if needed is not None and free_bytes(self.folder) < needed:
             raise StorageFullError(self.path, needed, free_bytes(self.folder), exact=True, hint=hint)
         try:
@@ -58,6 +61,8 @@ class AtomicFile:
             self._fail(err, 0)
 
     def write(self, data) -> int:
+        if self.discarded:
+            return len(data)
         try:
             count = self._file.write(data)
         except OSError as err:
@@ -87,6 +92,7 @@ class AtomicFile:
                 os.close(folder)
 
     def discard(self) -> None:
+        self.discarded = True
         with suppress(OSError):
             self._file.close()
         with suppress(FileNotFoundError):
