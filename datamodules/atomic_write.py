@@ -3,7 +3,8 @@ disk (fsync), then renamed over the final name (os.replace is atomic within a fi
 
 A full disk mid-write thus never leaves a truncated file under a name a reader or a resume would pick, and
 never destroys the file being replaced; it raises StorageFullError, one line naming the file, the bytes it
-needed and the bytes free.
+needed and the bytes free. A store that refuses the write otherwise (read-only, no permission) raises
+StorageWriteError, one line naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -17,15 +18,23 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 PARTIAL_SUFFIX = ".partial"  # ".<name>.partial": hidden, and no reader's pattern (*.tar, *.ckpt, last*) matches
 
 
-class StorageFullError(OSError):
+class StorageWriteError(OSError):
+    """A file the store refused to take; the message (one line) names it, says why and what to do."""
+
+    def __init__(self, path: str, reason: str, hint: str, code: int | None):
+        super().__init__(f"{path}: not written, {reason}; {hint}")
+        self.errno, self.path = code, path
+
+
+class StorageFullError(StorageWriteError):
     """A write that did not fit: ``path``, the bytes ``needed`` (at least) and the bytes ``free``."""
 
     def __init__(self, path: str, needed: int, free: int, exact: bool, hint: str):
         folder = os.path.dirname(os.path.abspath(path))
         amount = f"{needed:,} bytes" if exact else f"at least {needed:,} bytes"
-        super().__init__(f"{path}: not written, no space left: it needs {amount} and {folder} has {free:,} "
-                         f"bytes free; {hint}")
-        self.errno, self.path, self.needed, self.free = errno.ENOSPC, path, needed, free
+        super().__init__(path, f"no space left: it needs {amount} and {folder} has {free:,} bytes free", hint,
+                         errno.ENOSPC)
+        self.needed, self.free = needed, free
 
 
 def free_bytes(folder: str) -> int:
@@ -99,11 +108,12 @@ class AtomicFile:
             os.remove(self.temp)
 
     def _fail(self, err: OSError, pending: int):
-        """Removes the partial file; a full disk becomes StorageFullError, other errors pass on."""
+        """Removes the partial file; raises StorageFullError for a full disk, else StorageWriteError."""
         if hasattr(self, "_file"):
             self.discard()
         if err.errno not in _FULL:
-            raise err
+            raise StorageWriteError(self.path, f"the store refused it ({err.strerror or err})", self.hint,
+                                    err.errno) from err
         exact = self.needed is not None
         needed = self.needed if exact else self.written + pending
         raise StorageFullError(self.path, needed, free_bytes(self.folder), exact, self.hint) from err

@@ -7,7 +7,7 @@ set from it), and a stall, a reset or a 5xx is retried from the byte where the s
 request where the store honours one (S3, most HTTP servers), else a fresh GET whose first bytes are skipped.
 Retries are bounded (``retries``) with exponential backoff; then the error is raised for the caller to skip
 the rest of the file. A store client's own retries are turned off where they would stack with these
-(botocore's 5xx retries), so ``retries`` is the bound.
+(botocore's 5xx retries, s3fs's retries of timeouts and dropped connections), so ``retries`` is the bound.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import fsspec
 
 _STREAMED = ("http", "https")  # read as one streamed GET (block_size 0): servers without ranges work too
+_S3 = ("s3", "s3a")
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class RetryPolicy:
             client.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=self.read_timeout,
                                                                sock_read=self.read_timeout))
             options["client_kwargs"] = client
-        elif scheme in ("s3", "s3a"):
+        elif scheme in _S3:
             config = dict(options.get("config_kwargs") or {})
             config.setdefault("read_timeout", self.read_timeout)
             config.setdefault("connect_timeout", self.read_timeout)
@@ -131,6 +132,10 @@ class ResilientStream(io.RawIOBase):
         super().__init__()
         self.url, self.policy, self.on_retry = url, policy, on_retry
         self.fs, self.path = fsspec.core.url_to_fs(url, **policy.store_options(url, storage_options))
+        if urlparse(url).scheme in _S3:
+            # s3fs retries timeouts and resets 5 times itself (a class attribute, no option): 5 x read_timeout
+            # per stall before these retries begin. The options above give readers an instance of their own.
+            self.fs.retries = 1
         self.streamed = urlparse(url).scheme in _STREAMED
         self.position = 0
         self.retries_made = 0

@@ -2,8 +2,11 @@
 responses of the static HTTP server and of moto's S3 server on purpose, and a small tmpfs that fills up."""
 
 import os
+import re
 import shutil
+import subprocess
 import time
+from contextlib import contextmanager
 
 import fsspec
 import numpy as np
@@ -17,10 +20,10 @@ from servers import http_server, s3_server
 from small_filesystem import small_filesystem
 from test_webdata import N, data, ids_of, write_id_shards
 
-from datamodules.atomic_write import PARTIAL_SUFFIX, StorageFullError
+from datamodules.atomic_write import PARTIAL_SUFFIX, StorageFullError, StorageWriteError
 from datamodules.tar_reader import read_tar_samples
+from pipeline.commands.cli import main as ganforge
 from pipeline.plugins.atomic_checkpoint_io import AtomicCheckpointIO
-from pipeline.sources.shard_writer import ShardWriter
 
 CUT = 30_000  # bytes of a 92,160-byte shard sent before a fault
 BACKOFF = 0.5  # RetryPolicy's first wait
@@ -118,16 +121,18 @@ def test_without_an_index_the_samples_lost_are_said_to_be_unknown(shards):
     assert len(proxy.requests("shard-000001.tar")) == 1
 
 
-# ---- S3: transient 5xx answers are retried the same way ------------------------------------------------
-def test_transient_s3_errors_are_retried_with_backoff_and_counted(shards, monkeypatch):
+# ---- S3: transient 5xx answers and stalls are retried the same way ---------------------------------------
+def test_transient_s3_errors_and_stalls_are_retried_with_backoff_and_counted(shards, monkeypatch):
     local = epoch_ids(data(index=f"{shards}/shards.json", labels=True, shuffle_buffer=0))
     shard_4 = set(epoch_ids(data(urls=f"{shards}/shard-000004.tar", labels=True, batches_per_epoch=5)))
+    cases = [(3, {"status": 503, "times": 2}, {"skipped_samples": 0, "broken_shards": 0, "read_retries": 2}),
+             (0, {"status": 503, "times": 2}, {"skipped_samples": 40, "broken_shards": 1, "read_retries": 0}),
+             (3, {"stall_after": CUT}, {"skipped_samples": 0, "broken_shards": 0, "read_retries": 1})]
     with s3_server(monkeypatch) as endpoint:
         fsspec.filesystem("s3").mkdir("data")
         write_id_shards(os.path.dirname(shards) + "/s3-src", 40, out="s3://data/ids")
-        for retries, expected in ((3, {"skipped_samples": 0, "broken_shards": 0, "read_retries": 2}),
-                                  (0, {"skipped_samples": 40, "broken_shards": 1, "read_retries": 0})):
-            with fault_proxy(endpoint, Faults(matches=only("shard-000004.tar"), status=503, times=2)) as proxy:
+        for retries, fault, expected in cases:
+            with fault_proxy(endpoint, Faults(matches=only("shard-000004.tar"), **fault)) as proxy:
                 monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
                 S3FileSystem.clear_instance_cache()
                 dm = data(index="s3://data/ids/shards.json", labels=True, shuffle_buffer=0, read_timeout=1.0,
@@ -135,17 +140,33 @@ def test_transient_s3_errors_are_retried_with_backoff_and_counted(shards, monkey
                 with pytest.warns(RuntimeWarning, match="shard-000004.tar"):
                     ids = epoch_ids(dm)
             health = dm.data_health()
-            assert {k: health[k] for k in expected} == expected, retries
+            assert {k: health[k] for k in expected} == expected, fault
             gets = proxy.requests("shard-000004.tar")
-            if retries:  # two 503s, then the read; botocore's own retries are off, so the waits are ours
-                assert ids == local and [g.outcome for g in gets] == ["status", "status", "ok"]
+            if not retries:  # the shard is skipped and counted after one request; the epoch is made up elsewhere
+                assert len(gets) == 1 and len(ids) == N and not set(ids) & shard_4
+                continue
+            assert ids == local, fault  # every sample, in order
+            if "status" in fault:  # two 503s, then the read: botocore's own retries are off, so the waits are ours
+                assert [g.outcome for g in gets] == ["status", "status", "ok"]
                 assert BACKOFF * 0.9 < gets[1].time - gets[0].time < BACKOFF + 1.0
                 assert 2 * BACKOFF * 0.9 < gets[2].time - gets[1].time < 2 * BACKOFF + 1.0
-            else:  # no retries: the shard is skipped and counted after one request; the epoch is made up elsewhere
-                assert len(gets) == 1 and len(ids) == N and not set(ids) & shard_4
+            else:  # one stall, detected after read_timeout, not after s3fs's own retries (5 x read_timeout)
+                assert [g.outcome for g in gets] == ["stall", "ok"]
+                assert 0.9 < gets[1].time - gets[0].stalled_at - BACKOFF < 2.0
 
 
 # ---- a full disk: checkpoints and shards ----------------------------------------------------------------
+@contextmanager
+def small_disk(folder, size_kib: int, options: str = ""):
+    try:
+        with small_filesystem(folder, size_kib, options) as mount:
+            yield mount
+    except OSError as err:
+        if "cannot mount" not in str(err):
+            raise
+        pytest.skip(str(err))
+
+
 class Wide(pl.LightningModule):
     """A linear map with Adam: a checkpoint of ~400 KB."""
 
@@ -184,7 +205,7 @@ def train(folder, max_steps: int, callbacks=(), ckpt_path=None) -> pl.Trainer:
 
 
 def test_a_full_disk_stops_the_run_naming_the_checkpoint_and_keeps_last_ckpt_loadable(tmp_path):
-    with small_filesystem(tmp_path, 1536) as disk:
+    with small_disk(tmp_path, 1536) as disk:
         fill = FillDisk(disk, at=3)
         with pytest.raises(StorageFullError) as raised:
             train(disk, 6, [fill])
@@ -213,19 +234,33 @@ def test_the_fit_command_writes_checkpoints_atomically():
     assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
 
 
+def test_a_store_that_refuses_the_write_is_named_in_one_line_and_the_old_checkpoint_stays(tmp_path):
+    with small_disk(tmp_path, 256) as disk:
+        last = os.path.join(disk, "last.ckpt")
+        AtomicCheckpointIO().save_checkpoint({"global_step": 1}, last)
+        subprocess.run(["mount", "-o", "remount,ro", disk], check=True)  # the store turns read-only
+        with pytest.raises(StorageWriteError) as raised:
+            AtomicCheckpointIO().save_checkpoint({"global_step": 2}, last)
+        assert str(raised.value) == (f"{last}: not written, the store refused it (Read-only file system); the "
+                                     "previous checkpoints are untouched; free space there, or point the "
+                                     "checkpoints elsewhere (ModelCheckpoint dirpath), then resume from last.ckpt")
+        assert os.listdir(disk) == ["last.ckpt"] and torch.load(last)["global_step"] == 1
+
+
 def test_a_full_disk_while_writing_shards_names_the_shard_and_leaves_only_complete_ones(tmp_path):
-    noise = np.random.default_rng(0).bytes(20_000)  # incompressible "images" of 20 KB
-    with small_filesystem(tmp_path, 256) as disk:
-        writer = ShardWriter(disk, max_count=3)
-        with pytest.raises(StorageFullError) as raised:
-            for i in range(100):
-                writer.write(f"{i:04d}", {"png": noise, "cls": b"0"})
-        message = str(raised.value)
-        shard = f"{disk}/shard-{len(writer.shards) - 1:06d}.tar"
-        assert message.startswith(f"{shard}: not written, no space left: it needs at least ") and "\n" not in message
-        assert raised.value.needed > raised.value.free
+    images = np.random.default_rng(0).integers(0, 256, size=(100, 64, 64), dtype=np.uint8)  # ~12 KB as PNG
+    np.savez(tmp_path / "noise.npz", images=images, labels=np.zeros(100, dtype=np.int64))
+    with small_disk(tmp_path, 256) as disk:
+        with pytest.raises(SystemExit) as raised:
+            ganforge(["shards", "--source", str(tmp_path / "noise.npz"), "--out", disk, "--max-count", "3"])
         names = sorted(os.listdir(disk))
-        assert names == [f"shard-{k:06d}.tar" for k in range(len(writer.shards) - 1)]  # no index, no partial
+        shard = f"{disk}/shard-{len(names):06d}.tar"
+        message = str(raised.value)
+        assert message.startswith(f"ganforge shards: error: {shard}: not written, no space left: it needs at "
+                                  "least ") and "\n" not in message
+        needed, free = (int(number.replace(",", "")) for number in re.findall(r"([\d,]+) bytes", message))
+        assert needed > free and free < 12 * 4096
+        assert names == [f"shard-{k:06d}.tar" for k in range(len(names))] and len(names) >= 3  # no index, no partial
         for name in names:  # every shard there is complete
             with open(os.path.join(disk, name), "rb") as f:
                 assert len(list(read_tar_samples(f))) == 3
