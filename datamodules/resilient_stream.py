@@ -164,13 +164,13 @@ class ResilientStream(io.RawIOBase):
 
     def _open(self) -> None:
         """Open at ``position``: a ranged GET (or a seek) where the store allows, else skip the bytes read."""
-        if self.size is None:
-            self.size = self.fs.size(self.path)
-        if not self.streamed:
-            raw = self.fs.open(self.path, "rb", size=self.size)
+        if not self.streamed:  # random-access files (S3's): a seek is a range request
+            raw = self.fs.open(self.path, "rb")
             raw.seek(self.position)
-            self._raw = raw
+            self._raw, self.size = raw, getattr(raw, "size", None)
             return
+        if self.size is None:
+            self.size = self.fs.size(self.path)  # HEAD, once: the re-opens are told the size
         headers = dict(self.fs.kwargs.get("headers") or {})
         if self.position:
             headers["Range"] = f"bytes={self.position}-"

@@ -121,6 +121,18 @@ def test_without_an_index_the_samples_lost_are_said_to_be_unknown(shards):
     assert len(proxy.requests("shard-000001.tar")) == 1
 
 
+@contextmanager
+def s3_bucket(name: str, endpoint: str, monkeypatch):
+    """A bucket, removed at the end (moto keeps its buckets in this process, beyond its server's life)."""
+    fsspec.filesystem("s3").mkdir(name)
+    try:
+        yield
+    finally:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        S3FileSystem.clear_instance_cache()
+        fsspec.filesystem("s3").rm(name, recursive=True)
+
+
 # ---- S3: transient 5xx answers and stalls are retried the same way ---------------------------------------
 def test_transient_s3_errors_and_stalls_are_retried_with_backoff_and_counted(shards, monkeypatch):
     local = epoch_ids(data(index=f"{shards}/shards.json", labels=True, shuffle_buffer=0))
@@ -128,14 +140,13 @@ def test_transient_s3_errors_and_stalls_are_retried_with_backoff_and_counted(sha
     cases = [(3, {"status": 503, "times": 2}, {"skipped_samples": 0, "broken_shards": 0, "read_retries": 2}),
              (0, {"status": 503, "times": 2}, {"skipped_samples": 40, "broken_shards": 1, "read_retries": 0}),
              (3, {"stall_after": CUT}, {"skipped_samples": 0, "broken_shards": 0, "read_retries": 1})]
-    with s3_server(monkeypatch) as endpoint:
-        fsspec.filesystem("s3").mkdir("data")
-        write_id_shards(os.path.dirname(shards) + "/s3-src", 40, out="s3://data/ids")
+    with s3_server(monkeypatch) as endpoint, s3_bucket("faults", endpoint, monkeypatch):
+        write_id_shards(os.path.dirname(shards) + "/s3-src", 40, out="s3://faults/ids")
         for retries, fault, expected in cases:
             with fault_proxy(endpoint, Faults(matches=only("shard-000004.tar"), **fault)) as proxy:
                 monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
                 S3FileSystem.clear_instance_cache()
-                dm = data(index="s3://data/ids/shards.json", labels=True, shuffle_buffer=0, read_timeout=1.0,
+                dm = data(index="s3://faults/ids/shards.json", labels=True, shuffle_buffer=0, read_timeout=1.0,
                           read_retries=retries, max_bad_fraction=0.5)
                 with pytest.warns(RuntimeWarning, match="shard-000004.tar"):
                     ids = epoch_ids(dm)
