@@ -181,6 +181,8 @@ def test_an_unreachable_or_missing_url_fails_fast_naming_it(id_index, tmp_path, 
      "storage_options.client_kwargs.aws_session_token: credentials must not"),
     ({"urls": "a.tar", "channels": 2}, "data.channels must be 1 or 3"),
     ({"urls": "a.tar", "batch_size": 0}, "data.batch_size must be >= 1"),
+    ({"urls": "a.tar", "read_timeout": 0}, "data.read_timeout must be > 0 and data.read_retries >= 0"),
+    ({"urls": "a.tar", "read_retries": -1}, "data.read_timeout must be > 0 and data.read_retries >= 0"),
 ])
 def test_bad_arguments_are_refused_naming_the_fix(kwargs, match):
     with pytest.raises(ValueError, match=match):
