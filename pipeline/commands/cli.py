@@ -39,7 +39,12 @@ def main(argv: list[str] | None = None) -> None:
         except (FileNotFoundError, ValueError) as err:  # bad input: one line that names it, no traceback
             raise SystemExit(f"ganforge {args[0]}: error: {err}") from None
         return
-    run_cli(argv)  # None: LightningCLI reads sys.argv itself
+    from modules.step_health import NonFiniteTrainingError
+
+    try:
+        run_cli(argv)  # None: LightningCLI reads sys.argv itself
+    except NonFiniteTrainingError as err:  # a diverged run: one line that says why and what to change
+        raise SystemExit(f"ganforge: error: {err}") from None
 
 
 if __name__ == "__main__":
