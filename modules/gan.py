@@ -217,20 +217,21 @@ class GAN(pl.LightningModule):
             self.log_optimizer_step(player, norm, optimizer)
 
     def on_engine_step(self, optimizer, grad_norm: Callable[[], float | Tensor | None],
-                       skipped: bool | None = None) -> None:
+                       skipped: bool | None = None) -> bool:
         """Called by a strategy whose engines step the players (deepspeed_gan), with a reader of the global
         gradient norm before clipping (the gradients may live in the engine's partitions). With the full
-        gradients, before the engine's step (``skipped`` None), the step health check runs here; an engine that
-        checks its global norm itself (ZeRO-1/2 skip a NaN/Inf one) says after its step whether it ``skipped``."""
+        gradients, before the engine's step (``skipped`` None), the step health check runs here and the return
+        value says whether to skip the step; an engine that checks its global norm itself (ZeRO-1/2 skip a
+        NaN/Inf one) says after its step whether it ``skipped``."""
         if skipped is None:
             norm = grad_norm()
-            if norm is not None:
-                self.skip_if_nonfinite(optimizer, torch.as_tensor(norm, dtype=torch.float32))
+            skipped = norm is not None and self.skip_if_nonfinite(optimizer, torch.as_tensor(norm, dtype=torch.float32))
         else:
             self.skip_if_nonfinite(optimizer, None, skipped)
             norm = grad_norm() if self._is_logging_step() else None
         if norm is not None and self._is_logging_step():
             self.log_optimizer_step(self._player(optimizer), torch.as_tensor(norm, dtype=torch.float32), optimizer)
+        return skipped
 
     def skip_if_nonfinite(self, optimizer, grad_norm: Tensor | None, skipped: bool | None = None) -> bool:
         """Whether this optimizer's step is skipped: by the step health rule (the loss or ``grad_norm`` NaN/Inf on
