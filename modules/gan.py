@@ -382,6 +382,16 @@ class GAN(pl.LightningModule):
             return torch.optim.RMSprop(params, lr=lr)
         return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
+    def on_train_start(self) -> None:
+        """A resumed run steps with the learning rates and betas its config gives: the optimizer and scheduler
+        states restored from the checkpoint hold the checkpoint's (changing them on resume is allowed)."""
+        hp = self.hparams
+        # matched by their param groups: a strategy may hand the trainer a wrapper of the module's optimizer
+        schedulers = {id(c.scheduler.optimizer.param_groups): c.scheduler for c in self.trainer.lr_scheduler_configs}
+        for optimizer, lr, betas in zip(self.trainer.optimizers, (hp.lr_g, hp.lr_d), (hp.betas_g, hp.betas_d),
+                                        strict=True):
+            set_learning_rate(optimizer, lr, betas, schedulers.get(id(optimizer.param_groups)))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         refuse_nonfinite_checkpoint(checkpoint, f"generator step {self.global_step}",
                                     self.sum_over_ranks if self._trainer is not None else None)
@@ -407,6 +417,20 @@ class GAN(pl.LightningModule):
     def variant_name(self) -> str:
         """The module class and its networks: what a checkpoint must match to be loaded."""
         return f"{type(self).__name__}({type(self.generator).__name__}, {type(self.discriminator).__name__})"
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, betas: tuple[float, float],
+                      scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+    """Every param group's base learning rate becomes ``lr`` (scaled by a LambdaLR's factor at its current step;
+    another scheduler's rates are left to it) and Adam's betas ``betas``."""
+    for i, group in enumerate(optimizer.param_groups):
+        if scheduler is None:
+            group["lr"] = group["initial_lr"] = lr
+        elif isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            group["initial_lr"] = scheduler.base_lrs[i] = lr
+            group["lr"] = lr * scheduler.lr_lambdas[i](scheduler.last_epoch)
+        if "betas" in group:
+            group["betas"] = tuple(betas)
 
 
 def global_norm(tensors: Iterable[Tensor]) -> Tensor:

@@ -151,3 +151,23 @@ def test_a_diverging_learning_rate_stops_the_run_through_the_cli_in_one_line(tmp
 def test_max_skipped_steps_must_be_positive():
     with pytest.raises(ValueError, match="model.max_skipped_steps must be >= 1"):
         StepHealth(0)
+
+
+def test_16_mixed_gradscaler_skips_are_counted_as_skipped_steps(tmp_path):
+    """GradScaler's own inf check still skips (and halves its scale) on every overflowing step; each such step
+    is counted, and the weights stay as they were."""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=10_000)
+    model = make_gan(max_skipped_steps=100)
+    snapshots = Snapshots()
+    trainer = pl.Trainer(accelerator="cpu", max_steps=30, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                         plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[snapshots])
+    trainer.fit(model, MixtureDataModule(batch_size=16, batches_per_epoch=50, seed=2))
+    skipped = model.step_health.skipped
+    assert skipped["d"] > 0 and skipped["g"] > 0  # the first steps overflow at a scale of 2^40
+    assert skipped["d"] + skipped["g"] == 40 - math.log2(scaler.get_scale())  # one halving per skipped step
+    first = snapshots.before[0]
+    assert all(torch.equal(t, snapshots.before[1]["d"][k]) for k, t in first["d"].items())  # step 0 was skipped
+    assert all(torch.isfinite(p).all() for p in model.parameters())
