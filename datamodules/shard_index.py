@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from datamodules.resilient_stream import RetryPolicy
 from datamodules.url_open import join_url, open_url, write_url
 
 INDEX_NAME = "shards.json"
@@ -50,9 +51,10 @@ def write_index(index: ShardIndex, url: str, storage_options: dict[str, Any] | N
     write_url(url, index.to_json().encode(), storage_options)
 
 
-def read_index(url: str, storage_options: dict[str, Any] | None = None) -> ShardIndex:
+def read_index(url: str, storage_options: dict[str, Any] | None = None,
+               policy: RetryPolicy | None = None) -> ShardIndex:
     """Load and validate an index; every failure names the file and how to get a good one."""
-    with open_url(url, storage_options) as stream:
+    with open_url(url, storage_options, policy) as stream:
         text = stream.read()
     hint = "write one with `ganforge shards --source ... --out DIR`"
     try:

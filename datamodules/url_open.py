@@ -10,12 +10,16 @@ import io
 import os
 import posixpath
 import threading
+from collections.abc import Callable
 from typing import IO, Any
 from urllib.parse import urlparse
 
 import fsspec
 from webdataset.gopen import gopen_pipe
 from webdataset.shardlists import expand_urls
+
+from datamodules.atomic_write import AtomicFile
+from datamodules.resilient_stream import ReadRetry, ResilientStream, RetryPolicy
 
 # Storage options end up in the logged config: secrets belong in the environment (AWS_*, GOOGLE_*, ...).
 _SECRET_WORDS = ("secret", "token", "password", "key", "credential")
@@ -39,15 +43,18 @@ def _fsspec_options(url: str, storage_options: dict[str, Any] | None) -> dict[st
     return options
 
 
-def open_url(url: str, storage_options: dict[str, Any] | None = None) -> IO[bytes]:
-    """A readable binary stream for ``url``; the caller closes it."""
+def open_url(url: str, storage_options: dict[str, Any] | None = None, policy: RetryPolicy | None = None,
+             on_retry: Callable[[ReadRetry], None] | None = None) -> IO[bytes]:
+    """A readable binary stream for ``url``; the caller closes it. Remote files are re-opened where they
+    stopped after a stall, a reset or a 5xx (``policy``; ``on_retry`` hears of each re-open)."""
     if url.startswith("pipe:"):
         return gopen_pipe(url)  # its close() raises if the command failed
     if is_local(url):
         return open(local_path(url), "rb")
     # tarfile reads in 10 KiB pieces, and each read of an async fsspec file is a round trip to its
     # event-loop thread: a large buffer in front makes loopback HTTP as fast as local disk.
-    return io.BufferedReader(fsspec.open(url, "rb", **_fsspec_options(url, storage_options)).open(), _BUFFER)
+    stream = ResilientStream(url, _fsspec_options(url, storage_options), policy or RetryPolicy(), on_retry)
+    return io.BufferedReader(stream, _BUFFER)
 
 
 def write_url(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
@@ -56,11 +63,12 @@ def write_url(url: str, data: bytes, storage_options: dict[str, Any] | None = No
 
 
 def open_for_writing(url: str, storage_options: dict[str, Any] | None = None) -> IO[bytes]:
-    """A writable binary stream; local parent folders are created."""
+    """A writable binary stream whose file appears, complete, only when it is closed (local parent folders
+    are created; a full disk raises StorageFullError). An object store writes an object whole anyway."""
     if is_local(url):
         path = local_path(url)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return open(path, "wb")
+        return AtomicFile(path)
     return fsspec.open(url, "wb", **(storage_options or {})).open()
 
 

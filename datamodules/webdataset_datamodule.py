@@ -4,7 +4,8 @@ Each epoch, the shards are dealt out afresh (seeded by ``seed`` and the epoch) t
 workers "streams". A stream reads only its shards, so the ranks see disjoint samples; it yields a fixed
 number of batches, going round its shards again if they run short, so every rank takes the same number of
 steps and DDP never waits on a rank whose data ran out. With fewer shards than streams, each shard is read
-by several streams that keep every k-th sample of it. Tars are read by ``tar_reader``, not tarfile.
+by several streams that keep every k-th sample of it. Tars are read by ``tar_reader``, not tarfile; remote
+shards through ``resilient_stream``, which resumes a stalled or dropped read where it stopped.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datamodules.image_decode import SampleDecoder
+from datamodules.resilient_stream import ReadRetry, RetryPolicy
 from datamodules.sample_indices import sample_index_loader
 from datamodules.shard_index import read_index
 from datamodules.tar_reader import read_tar_samples
 from datamodules.url_open import check_reachable, check_storage_options, expand_shard_urls, is_local, open_url
 
-# Columns of the shared counters: samples read from shards, read but undecodable, lost in broken shards.
-READ, UNDECODABLE, LOST, BROKEN_SHARDS = range(4)
+# Columns of the shared counters: samples read from shards, read but undecodable, lost in broken shards (as
+# far as known), broken shards, those among them whose lost samples are unknown (no index), read retries.
+READ, UNDECODABLE, LOST, BROKEN_SHARDS, UNCOUNTED_SHARDS, RETRIES = range(6)
 _MIN_SAMPLES_BEFORE_CHECK = 100  # a few bad samples at the very start do not stop a run
 
 
@@ -101,22 +104,24 @@ class ShardStream(IterableDataset):
     Worker w of a pass that starts at batch o runs lane (o + w) % workers, so the DataLoader's
     round-robin over workers yields the epoch's batches in order after a resume too.
 
-    ``stats`` (shared memory, one row per worker; columns READ, UNDECODABLE, LOST, BROKEN_SHARDS) counts
-    every read, so a bad shard read in two epochs counts twice.
+    ``stats`` (shared memory, one row per worker; the columns above) counts every read, so a bad shard read in
+    two epochs counts twice. A shard that broke is not read again by that worker in the same epoch (a store
+    that stalled is not waited on again).
     """
 
     def __init__(self, urls: list[str], counts: list[int] | None, decoder: SampleDecoder, batch_size: int,
                  batches_per_epoch: int, shuffle_buffer: int, seed: int, rank: int, world_size: int,
                  num_workers: int, max_bad_fraction: float, storage_options: dict[str, Any] | None,
-                 position: int = 0):
+                 position: int = 0, policy: RetryPolicy | None = None):
         self.urls, self.counts, self.decoder = urls, counts, decoder
         self.batch_size, self.batches_per_epoch = batch_size, batches_per_epoch
         self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
         self.max_bad_fraction, self.storage_options = max_bad_fraction, storage_options
-        self.position = position
-        self.stats = torch.zeros(max(1, num_workers), 4, dtype=torch.long).share_memory_()
+        self.position, self.policy = position, policy or RetryPolicy()
+        self.stats = torch.zeros(max(1, num_workers), 6, dtype=torch.long).share_memory_()
         self._row = 0
         self._last_bad = "none in this worker"
+        self._broken: set[str] = set()  # this epoch's broken shards
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -133,6 +138,7 @@ class ShardStream(IterableDataset):
         if done == total:
             return
         stream = self.rank * workers + lane
+        self._broken = set()
         plan = plan_epoch(self.urls, self.counts, self.world_size * workers, self.seed, epoch)
         samples = islice(self._samples(plan[stream], epoch, stream), done * self.batch_size, None)
         images: list[Tensor] = []
@@ -159,7 +165,7 @@ class ShardStream(IterableDataset):
     def _samples(self, slices: list[ShardSlice], epoch: int, stream: int) -> Iterator[dict[str, Any]]:
         """The stream's slices, shuffled, then round again (reshuffled) for as long as it is read."""
         for cycle in count():
-            order = list(slices)
+            order = [piece for piece in slices if piece.url not in self._broken]
             random.Random(f"{self.seed}/{epoch}/{stream}/{cycle}/order").shuffle(order)
             raw = chain.from_iterable(self._read_slice(piece) for piece in order)
             buffer_rng = random.Random(f"{self.seed}/{epoch}/{stream}/{cycle}/buffer")
@@ -172,12 +178,13 @@ class ShardStream(IterableDataset):
                 raise RuntimeError(f"data: no readable samples in {', '.join(urls)}; check these shards")
 
     def _read_slice(self, piece: ShardSlice) -> Iterator[dict[str, Any]]:
-        """The slice's samples; a shard that fails mid-way is skipped with a warning and counted, as is one
-        with fewer samples than the index says."""
+        """The slice's samples; a shard that fails mid-way (after its retries) is skipped with a warning and
+        counted, as is one with fewer samples than the index says. Without an index the samples lost are
+        unknown, and said so."""
         stream: IO[bytes] | None = None
         read, finished, expected = 0, False, piece.expected()
         try:
-            stream = open_url(piece.url, self.storage_options)
+            stream = open_url(piece.url, self.storage_options, self.policy, self._note_retry)
             tar = gzip.GzipFile(fileobj=stream) if piece.url.endswith((".gz", ".tgz")) else stream
             for i, sample in enumerate(read_tar_samples(tar)):
                 if i % piece.parts == piece.part:
@@ -190,14 +197,23 @@ class ShardStream(IterableDataset):
             if expected is not None and read < expected:
                 raise EOFError(f"it ended after {read} of the {expected} samples in the index")
         except Exception as err:  # truncated or corrupt tar, dropped connection, failed command
-            lost = max(1, (expected or 0) - read)
+            self._broken.add(piece.url)
             self.stats[self._row, BROKEN_SHARDS] += 1
-            self._count_bad(LOST, lost, f"skipped the rest of shard {piece.url} ({lost} samples lost): "
+            if expected is None:
+                self.stats[self._row, UNCOUNTED_SHARDS] += 1
+            lost = 0 if expected is None else expected - read
+            what = ("an unknown number of samples lost: no data.index gives its count" if expected is None
+                    else f"{lost} samples lost")
+            self._count_bad(LOST, lost, f"skipped the rest of shard {piece.url} after {read} samples ({what}): "
                                         f"{type(err).__name__}: {err}")
         finally:
             if stream is not None and not finished:
                 with suppress(Exception):  # stopped early (end of epoch) or already failed
                     stream.close()
+
+    def _note_retry(self, retry: ReadRetry) -> None:
+        self.stats[self._row, RETRIES] += 1
+        warnings.warn(f"data: {retry}", RuntimeWarning, stacklevel=2)
 
     def _count_bad(self, column: int, samples: int, message: str) -> None:
         self.stats[self._row, column] += samples
@@ -248,6 +264,10 @@ class WebDataModule(pl.LightningDataModule):
         seed: seeds the per-epoch shard plan, shuffling and augmentation of every (rank, worker); None:
             the run's ``seed_everything`` value (PL_GLOBAL_SEED, the same on every rank), else 0.
         max_bad_fraction: stop the run once more than this share of a rank's samples were unreadable.
+        read_timeout: seconds without a byte from a remote shard that make a stall, retried from where it
+            stopped (well under the HTTP client's default of minutes).
+        read_retries: re-opens of a remote shard after stalls, resets and 5xx errors (backoff 0.5 s, doubling)
+            before the rest of it is skipped and counted.
         pin_memory: page-locked batches for fast copies to the GPU (only when CUDA is available).
         persistent_workers: keep workers, and their open connections, from epoch to epoch.
         prefetch_factor: batches each worker prepares ahead.
@@ -273,6 +293,8 @@ class WebDataModule(pl.LightningDataModule):
         hflip: bool = False,
         seed: int | None = None,
         max_bad_fraction: float = 0.01,
+        read_timeout: float = 20.0,
+        read_retries: int = 3,
         pin_memory: bool = True,
         persistent_workers: bool = True,
         prefetch_factor: int = 4,
@@ -294,6 +316,9 @@ class WebDataModule(pl.LightningDataModule):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(f"data.max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        if read_timeout <= 0 or read_retries < 0:
+            raise ValueError(f"data.read_timeout must be > 0 and data.read_retries >= 0, got {read_timeout} and "
+                             f"{read_retries}")
         check_storage_options(storage_options)
         # Handing Lightning the frame spares the frame cycle its own lookup makes, which would keep the
         # caller's frame, and any loader (with its worker processes) in it, alive until a gc pass.
@@ -304,6 +329,7 @@ class WebDataModule(pl.LightningDataModule):
         self.shard_counts: list[int] | None = None
         self.classes: list[str] | None = None
         self._stream: ShardStream | None = None
+        self.read_policy = RetryPolicy(read_timeout, read_retries)
 
     @property
     def num_classes(self) -> int | None:
@@ -316,7 +342,7 @@ class WebDataModule(pl.LightningDataModule):
         hp = self.hparams
         if hp.index is not None:
             check_reachable(hp.index, hp.storage_options)
-            index = read_index(hp.index, hp.storage_options)
+            index = read_index(hp.index, hp.storage_options, self.read_policy)
             if hp.labels and index.classes is None:
                 raise ValueError(f"data.labels is true but {hp.index} has no classes: write the shards from "
                                  "labelled data, or set data.labels false")
@@ -344,7 +370,7 @@ class WebDataModule(pl.LightningDataModule):
         decoder = SampleDecoder(hp.resolution, hp.channels, labels=hp.labels, num_classes=self.num_classes)
 
         def read(url: str) -> Iterator[dict[str, Any]]:
-            with open_url(url, hp.storage_options) as stream:
+            with open_url(url, hp.storage_options, self.read_policy) as stream:
                 yield from read_tar_samples(gzip.GzipFile(fileobj=stream) if url.endswith((".gz", ".tgz"))
                                             else stream)
 
@@ -362,7 +388,7 @@ class WebDataModule(pl.LightningDataModule):
         self._stream = ShardStream(
             self.shard_urls, self.shard_counts, decoder, hp.batch_size, batches, hp.shuffle_buffer, self.seed,
             rank, world_size, hp.num_workers, hp.max_bad_fraction, hp.storage_options,
-            position=self.batches_consumed)
+            position=self.batches_consumed, policy=self.read_policy)
         workers = hp.num_workers > 0
         return DataLoader(self._stream, batch_size=None, num_workers=hp.num_workers,
                           pin_memory=hp.pin_memory and torch.cuda.is_available(),
@@ -398,10 +424,13 @@ class WebDataModule(pl.LightningDataModule):
         return 0, 1
 
     def data_health(self) -> dict[str, int]:
-        """This rank's counts since the loader was made: samples read, skipped, and broken shards."""
-        totals = self._stream.stats.sum(0) if self._stream is not None else torch.zeros(4, dtype=torch.long)
+        """This rank's counts since the loader was made: samples read, skipped (as far as known), broken shards,
+        broken shards whose lost samples are unknown (no index: ``skipped_samples`` is then a lower bound),
+        and re-opens of remote shards."""
+        totals = self._stream.stats.sum(0) if self._stream is not None else torch.zeros(6, dtype=torch.long)
         return {"samples_read": int(totals[READ]), "skipped_samples": int(totals[UNDECODABLE] + totals[LOST]),
-                "broken_shards": int(totals[BROKEN_SHARDS])}
+                "broken_shards": int(totals[BROKEN_SHARDS]), "uncounted_shards": int(totals[UNCOUNTED_SHARDS]),
+                "read_retries": int(totals[RETRIES])}
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer

@@ -181,6 +181,8 @@ def test_an_unreachable_or_missing_url_fails_fast_naming_it(id_index, tmp_path, 
      "storage_options.client_kwargs.aws_session_token: credentials must not"),
     ({"urls": "a.tar", "channels": 2}, "data.channels must be 1 or 3"),
     ({"urls": "a.tar", "batch_size": 0}, "data.batch_size must be >= 1"),
+    ({"urls": "a.tar", "read_timeout": 0}, "data.read_timeout must be > 0 and data.read_retries >= 0"),
+    ({"urls": "a.tar", "read_retries": -1}, "data.read_timeout must be > 0 and data.read_retries >= 0"),
 ])
 def test_bad_arguments_are_refused_naming_the_fix(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -361,7 +363,8 @@ def test_a_corrupt_shard_is_skipped_counted_and_logged_while_training_goes_on(tm
     with pytest.warns(RuntimeWarning, match="skipped the rest of shard .*shard-000002.tar"):
         model = fit(dm, good_batches, tmp_path, logger=CSVLogger(tmp_path, name="log"), log_every_n_steps=1)
     assert len(model.batches) == good_batches
-    assert dm.data_health() == {"samples_read": N - lost + 1, "skipped_samples": lost, "broken_shards": 3}
+    assert dm.data_health() == {"samples_read": N - lost + 1, "skipped_samples": lost, "broken_shards": 3,
+                                "uncounted_shards": 0, "read_retries": 0}
     with open(next(tmp_path.glob("log/*/metrics.csv"))) as f:
         rows = list(csv.DictReader(f))
     assert float(rows[-1]["data/skipped_samples"]) == lost and float(rows[-1]["data/broken_shards"]) == 3

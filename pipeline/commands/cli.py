@@ -9,6 +9,8 @@ import importlib
 import sys
 from typing import TYPE_CHECKING
 
+from datamodules.atomic_write import StorageWriteError
+
 if TYPE_CHECKING:
     from pipeline.commands.fit import GanForgeCLI
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         command = importlib.import_module(SUBCOMMANDS[args[0]])
         try:
             command.main(args[1:])
-        except (FileNotFoundError, ValueError) as err:  # bad input: one line that names it, no traceback
+        except (FileNotFoundError, ValueError, StorageWriteError) as err:  # one line that names it, no traceback
             raise SystemExit(f"ganforge {args[0]}: error: {err}") from None
         return
     from modules.step_health import NonFiniteTrainingError

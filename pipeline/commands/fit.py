@@ -26,7 +26,9 @@ from pipeline.tracking.wandb_logger import GanForgeWandbLogger
 
 # A fit evaluates in its callbacks, every N generator steps; validation loops would change what it runs (and
 # slow it) only because the modules can validate. ``--trainer.limit_val_batches N`` turns them on.
-FIT_DEFAULTS = {"trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0}
+# Checkpoints are written atomically (a full disk or a kill mid-write leaves the previous last.ckpt intact).
+FIT_DEFAULTS = {"trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0,
+                "trainer.plugins": [{"class_path": "pipeline.plugins.atomic_checkpoint_io.AtomicCheckpointIO"}]}
 # The module method each evaluating subcommand runs.
 EVALUATION_STEPS = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
 

@@ -2,7 +2,8 @@
 
 Shards are plain tar files (``<key>.png``, ``<key>.cls``; readable by webdataset and by ``tar``) with fixed
 member metadata, so the same samples give byte-identical shards. The index is written last: an index
-means the shards it lists are complete.
+means the shards it lists are complete. Each local file appears whole or not at all (``open_for_writing``):
+a full disk leaves no truncated shard under a shard's name and raises StorageFullError, naming it.
 """
 
 from __future__ import annotations

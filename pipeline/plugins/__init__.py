@@ -1,0 +1,1 @@
+"""Trainer plugins: how checkpoints reach the disk."""
