@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         run_cli(argv)  # None: LightningCLI reads sys.argv itself
-    except NonFiniteTrainingError as err:  # a diverged run: one line that says why and what to change
+    except (NonFiniteTrainingError, StorageWriteError) as err:  # a diverged run, a full disk: one line, no traceback
         raise SystemExit(f"ganforge: error: {err}") from None
 
 
