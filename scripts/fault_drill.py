@@ -3,8 +3,8 @@ what happened: how and how fast the fault was detected, whether the run recovere
 line), the completed steps and samples lost, and whether last.ckpt is still loadable and finite.
 
 Faults: kill -9 during training and during a checkpoint write (then resume); a lost DDP rank (kill -9 of one
-of 2 gloo ranks; then resume); a NaN storm (a resume with learning rates 1e30); a stalled and a resetting
-HTTP shard server; a full disk (a small tmpfs, root only) under the checkpoints; a corrupt shard.
+of 2 gloo ranks, or a frozen one; then resume); a NaN storm (a resume with learning rates 1e30); a stalled and
+a resetting HTTP shard server; a full disk (a small tmpfs, root only) under the checkpoints; a corrupt shard.
 
 Floor: every fault ends in a recovery or a clean one-line stop within 60 s of the fault, with 0 completed
 steps lost after resume and no corrupt or non-finite last.ckpt. The exit status is 1 when a row misses it.
@@ -302,8 +302,8 @@ class ShardServer:
     def fault_and_retry(self) -> tuple[float, float] | None:
         """(when the fault began, when the reader asked again for the rest of that shard)."""
         fault = next((t for t, path, what in self.events if what in ("stall", "reset")), None)
-        retry = next((t for t, path, what in self.events
-                      if fault is not None and t > fault and path.endswith(self.target) and what.startswith("GET")), None)
+        retry = next((t for t, path, what in self.events if fault is not None and t > fault
+                      and path.endswith(self.target) and what.startswith("GET")), None)
         return (fault, retry) if retry is not None else None
 
 
@@ -325,8 +325,8 @@ class Row:
                 self.checkpoint, "yes" if self.ok else "**NO**"]
 
 
-HEADER = ["fault", "detected (how)", "s to recovery / stop", "recovered or stopped cleanly", "steps lost",
-          "samples lost", "last.ckpt loadable, finite", "meets floor"]
+HEADER = ["fault", "detected (how)", "s from fault to clean stop / to training again", "recovered or stopped cleanly",
+          "steps lost", "samples lost", "last.ckpt loadable, finite", "meets floor"]
 
 
 def table(rows: list[Row]) -> str:
@@ -417,30 +417,40 @@ def kill_during_checkpoint_write(work: Path) -> Row:
                f"{verdict_after_kill} after the kill", ok)
 
 
-def lost_ddp_rank(work: Path) -> Row:
-    run_dir, max_steps = work / "lost_rank", 120
-    args = ("--trainer.devices", "2", "--trainer.strategy", "ddp_gan")
+def lost_ddp_rank(work: Path, frozen: bool = False) -> Row:
+    """kill -9 of rank 1 (its sockets close: rank 0 fails at its next collective), or SIGSTOP (nothing closes:
+    rank 0 waits for the process group's timeout, set to 20 s here; PyTorch's default is 30 minutes)."""
+    run_dir, max_steps = work / ("frozen_rank" if frozen else "lost_rank"), 120
+    args = ["--trainer.devices", "2"]
+    args += (["--trainer.strategy", "pipeline.strategies.two_player_ddp.TwoPlayerDDPStrategy",
+              "--trainer.strategy.timeout", "0:00:20"] if frozen else ["--trainer.strategy", "ddp_gan"])
     config = ring8_config(run_dir, max_steps, every=20)
     run = Run(config, *args)
     wait_until(lambda: logged_steps(run_dir) >= 50 or run.proc.poll() is not None, DEADLINE_S)
     ranks = children(run.proc.pid)
     done = logged_steps(run_dir)
     for pid in ranks:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGSTOP if frozen else signal.SIGKILL)
     killed_at = time.monotonic()
     code = run.wait(timeout=(killed_at - run.started) + FLOOR_S)
     stopped_after = time.monotonic() - killed_at
-    hung = code is None
+    for pid in ranks:  # a stopped rank that outlived its launcher
+        with _suppress_lookup():
+            os.kill(pid, signal.SIGKILL)
+    message = run.error_line()
+    clean = code not in (0, None) and message.startswith("ganforge: error:")
     last = run_dir / "checkpoints" / "last.ckpt"
     _, saved_step, _ = checkpoint_state(last)
     resumed, resumed_code, back = resume_and_finish(config, last, max_steps, killed_at, *args)
     finite, step, verdict = checkpoint_state(last)
-    ok = bool(ranks) and not hung and resumed_code == 0 and step == max_steps and finite and back < FLOOR_S
-    detected = ("HUNG: rank 0 still waiting after 60 s" if hung else
-                f"rank 0 exited ({code}) {stopped_after:.1f} s after rank 1 was killed: {one_line(run.error_line(), 90)}")
-    return Row("lost DDP rank (kill -9 of rank 1 of 2, gloo)", detected, back,
-               f"resumed 2 ranks from step {saved_step}, finished at {step}/{max_steps}", f"0 ({done - saved_step} redone)",
-               "0", verdict, ok)
+    ok = bool(ranks) and clean and stopped_after < FLOOR_S and resumed_code == 0 and step == max_steps and finite
+    what = "SIGSTOP of rank 1 of 2 (frozen), trainer.strategy.timeout 20 s" if frozen else "kill -9 of rank 1 of 2"
+    detected = ("HUNG: rank 0 still waiting after 60 s" if code is None else
+                f"rank 0 stopped {stopped_after:.1f} s later (exit {code}): {one_line(message, 110)}")
+    return Row(f"lost DDP rank ({what}, gloo)", detected, stopped_after,
+               f"stopped cleanly; resumed 2 ranks from step {saved_step} (training again {back:.0f} s after the "
+               f"fault), finished at {step}/{max_steps}",
+               f"0 ({done - saved_step} redone)", "0", verdict, ok)
 
 
 def nan_storm(work: Path) -> Row:
@@ -550,19 +560,22 @@ def full_disk(work: Path) -> Row:
             full = run.first(r"no space|not written|space")
             finite, step, verdict = checkpoint_state(disk / "last.ckpt")
             left = sorted(p.name for p in disk.iterdir())
+            steps = [checkpoint_state(p)[1] for p in disk.glob("*.ckpt")]  # the complete ones load
+            newest = max((s for s in steps if s is not None), default=None)
     except (subprocess.CalledProcessError, OSError) as err:
         return Row("full disk under the checkpoints", f"not run: {err}", None, "-", "-", "-", "-", False)
-    done = logged_steps(run_dir)
     clean = code not in (0, None) and message.startswith("ganforge: error:")
     ok = clean and finite and full is not None and run.lines[-1][0] - full[0] < FLOOR_S
     return Row(f"full disk ({int(3.5 * size / 1024)} KiB tmpfs, checkpoints {size // 1024} KiB)",
                "free space checked before the write", 0.0 if full else None,
-               f"stopped cleanly at step {done} (exit {code}): {one_line(message)}; files: {', '.join(left)}",
-               f"{done - (step or 0)} since last.ckpt (resume elsewhere)", "0", verdict, ok)
+               f"stopped cleanly (exit {code}): {one_line(message)}; files: {', '.join(left)}",
+               f"{max(logged_steps(run_dir), newest or 0) - (newest or 0)} from the newest complete checkpoint "
+               f"(step {newest}; last.ckpt at {step})", "0", verdict, ok)
 
 
 FAULTS = {"kill_training": kill_during_training, "kill_write": kill_during_checkpoint_write,
-          "lost_rank": lost_ddp_rank, "nan_storm": nan_storm, "http_stall": lambda w: http_fault(w, "stall"),
+          "lost_rank": lost_ddp_rank, "frozen_rank": lambda w: lost_ddp_rank(w, frozen=True),
+          "nan_storm": nan_storm, "http_stall": lambda w: http_fault(w, "stall"),
           "http_reset": lambda w: http_fault(w, "reset"), "full_disk": full_disk, "corrupt_shard": corrupt_shard}
 
 
