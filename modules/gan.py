@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from modules.augment import DiffAugment
 from modules.ema import ema_beta, make_ema_copy, update_ema
 from modules.losses import GANLoss, NonSaturatingLoss
+from modules.optimizer_settings import configured_settings, reapply_settings
 from modules.regularizers import apply_spectral_norm, clip_weights_, gradient_penalty, r1_penalty
 from modules.step_health import StepHealth, refuse_nonfinite_checkpoint
 
@@ -114,6 +115,8 @@ class GAN(pl.LightningModule):
         self.step_health = StepHealth(max_skipped_steps)
 
     def on_fit_start(self) -> None:
+        # configured, not yet restored from a checkpoint (on_train_start puts these back after the restore)
+        self._configured_settings = configured_settings(self.trainer.optimizers, self._schedulers())
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -383,14 +386,11 @@ class GAN(pl.LightningModule):
         return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
     def on_train_start(self) -> None:
-        """A resumed run steps with the learning rates and betas its config gives: the optimizer and scheduler
-        states restored from the checkpoint hold the checkpoint's (changing them on resume is allowed)."""
-        hp = self.hparams
-        # matched by their param groups: a strategy may hand the trainer a wrapper of the module's optimizer
-        schedulers = {id(c.scheduler.optimizer.param_groups): c.scheduler for c in self.trainer.lr_scheduler_configs}
-        for optimizer, lr, betas in zip(self.trainer.optimizers, (hp.lr_g, hp.lr_d), (hp.betas_g, hp.betas_d),
-                                        strict=True):
-            set_learning_rate(optimizer, lr, betas, schedulers.get(id(optimizer.param_groups)))
+        """A resumed run steps with the optimizer settings its config gives (modules/optimizer_settings.py)."""
+        reapply_settings(self._configured_settings, self.trainer.optimizers, self._schedulers())
+
+    def _schedulers(self) -> list:
+        return [config.scheduler for config in self.trainer.lr_scheduler_configs]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         refuse_nonfinite_checkpoint(checkpoint, f"generator step {self.global_step}",
@@ -417,20 +417,6 @@ class GAN(pl.LightningModule):
     def variant_name(self) -> str:
         """The module class and its networks: what a checkpoint must match to be loaded."""
         return f"{type(self).__name__}({type(self.generator).__name__}, {type(self.discriminator).__name__})"
-
-
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, betas: tuple[float, float],
-                      scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
-    """Every param group's base learning rate becomes ``lr`` (scaled by a LambdaLR's factor at its current step;
-    another scheduler's rates are left to it) and Adam's betas ``betas``."""
-    for i, group in enumerate(optimizer.param_groups):
-        if scheduler is None:
-            group["lr"] = group["initial_lr"] = lr
-        elif isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-            group["initial_lr"] = scheduler.base_lrs[i] = lr
-            group["lr"] = lr * scheduler.lr_lambdas[i](scheduler.last_epoch)
-        if "betas" in group:
-            group["betas"] = tuple(betas)
 
 
 def global_norm(tensors: Iterable[Tensor]) -> Tensor:

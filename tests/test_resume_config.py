@@ -102,3 +102,9 @@ def test_the_issues_example_sngan_config_on_a_dcgan_checkpoint_is_refused(capsys
             "model.init_args.loss.class_path", "model.init_args.spectral_norm"} <= refused_keys
     assert not any(key.startswith("trainer.") for key in refused_keys)
     assert "trainer.default_root_dir" in {change.key for change in allowed}
+    dcgan = resolved("configs/dcgan.yaml")
+    sharper = {**dcgan, "data": {**dcgan["data"], "init_args": {**dcgan["data"]["init_args"], "resolution": 64,
+                                                                 "batch_size": 32}}}
+    refused, allowed = config_changes(dcgan, sharper)
+    assert [str(change) for change in refused] == ["data.init_args.resolution: 32 -> 64"]  # another data shape
+    assert [str(change) for change in allowed] == ["data.init_args.batch_size: 64 -> 32"]
