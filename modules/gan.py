@@ -255,6 +255,7 @@ class GAN(pl.LightningModule):
         return skipped
 
     def sum_over_ranks(self, tensor: Tensor) -> Tensor:
+        """``tensor`` summed over every rank (itself on one device): one decision for all ranks."""
         return self.trainer.strategy.reduce(tensor.to(self.device), reduce_op="sum")
 
     def log_optimizer_step(self, player: str, grad_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
