@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from modules.augment import AdaptiveAugment, DiffAugment
 from modules.ema import ema_beta, make_ema_copy, update_ema
 from modules.losses import GANLoss, NonSaturatingLoss
+from modules.optimizer_settings import configured_settings, reapply_settings
 from modules.regularizers import (
     PathLengthPenalty,
     apply_spectral_norm,
@@ -48,6 +49,7 @@ from modules.regularizers import (
 )
 from modules.schedules import Schedule
 from modules.seeded_rng import next_seed, seeded_global_rng
+from modules.step_health import StepHealth, refuse_nonfinite_checkpoint
 
 # Streams of the game's randomness; "g_*" seed torch's global RNG around a generator forward (_seeded).
 _RNG_TAGS = {"z_d": 0, "z_g": 1, "gp": 2, "aug_real": 3, "aug_fake": 4, "aug_g": 5, "z_val": 6, "z_test": 7,
@@ -91,6 +93,8 @@ class GAN(pl.LightningModule):
             (None: off). ADA's ``observe`` gets D's scores of reals after each D step; its p is in the state_dict.
         channels_last: NHWC memory format for image networks and batches (faster convolutions on GPUs).
         noise_seed: seed of the game's random streams (None: the process's torch seed at construction).
+        max_skipped_steps: consecutive NaN/Inf steps of one player (skipped, see modules/step_health.py) after
+            which the run stops.
     """
 
     # Constructor arguments that are objects rather than settings: kept out of hparams when built in Python.
@@ -127,6 +131,7 @@ class GAN(pl.LightningModule):
         augment: DiffAugment | AdaptiveAugment | None = None,
         channels_last: bool = False,
         noise_seed: int | None = None,
+        max_skipped_steps: int = 50,
     ):
         super().__init__()
         if n_critic < 1:
@@ -153,6 +158,7 @@ class GAN(pl.LightningModule):
         self.r1_gamma: float | None = None if r1_gamma == "auto" else float(r1_gamma)
         self.r2_gamma, self.ema_kimg = float(r2_gamma), ema_kimg
         self._regularizing = False  # True during a lazy regularizer's own optimizer step
+        self.step_health = StepHealth(max_skipped_steps)
 
     def _check_regularizers_and_schedules(self) -> None:
         """Refuses settings that cannot work together, before any compute."""
@@ -181,6 +187,8 @@ class GAN(pl.LightningModule):
             raise ValueError("model.r1_gamma='auto' and model.schedules r1_gamma both set R1's gamma; keep one")
 
     def on_fit_start(self) -> None:
+        # configured, not yet restored from a checkpoint (on_train_start puts these back after the restore)
+        self._configured_settings = configured_settings(self.trainer.optimizers, self._schedulers())
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -389,6 +397,7 @@ class GAN(pl.LightningModule):
         """
         opt.zero_grad(set_to_none=True)
         self._verify_is_manual_optimization("manual_backward")
+        self.step_health.note_loss(loss)  # a NaN/Inf loss or gradient norm skips the step (on_before_optimizer_step)
         self.trainer.strategy.backward(loss, opt.optimizer)
         if counted:
             opt.step()
@@ -397,29 +406,56 @@ class GAN(pl.LightningModule):
         opt.zero_grad(set_to_none=True)  # no gradient outlives its step
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Per-player gradient clipping and gradient-norm logging (grads are final here)."""
+        """Per-player step health, gradient clipping and gradient-norm logging (grads are final here)."""
         player = self._player(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not params:
             return
         limit = self.hparams.grad_clip_g if player == "g" else self.hparams.grad_clip_d
-        logging = self._is_logging_step()
-        if limit is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, limit)
-        elif logging:
-            norm = global_norm(p.grad for p in params)
-        if logging:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if not self.skip_if_nonfinite(optimizer, norm) and limit is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, limit, norm)
+        if self._is_logging_step():
             self.log_optimizer_step(player, norm, optimizer)
 
-    def on_engine_step(self, optimizer, grad_norm: Callable[[], float | Tensor | None]) -> None:
+    def on_engine_step(self, optimizer, grad_norm: Callable[[], float | Tensor | None],
+                       skipped: bool | None = None) -> bool:
         """Called by a strategy whose engines step the players (deepspeed_gan), with a reader of the global
-        gradient norm before clipping (the gradients may live in the engine's partitions), read only on
-        logging steps."""
-        if not self._is_logging_step():
-            return
-        norm = grad_norm()
-        if norm is not None:
+        gradient norm before clipping (the gradients may live in the engine's partitions). With the full
+        gradients, before the engine's step (``skipped`` None), the step health check runs here and the return
+        value says whether to skip the step; an engine that checks its global norm itself (ZeRO-1/2 skip a
+        NaN/Inf one) says after its step whether it ``skipped``."""
+        if skipped is None:
+            norm = grad_norm()
+            skipped = norm is not None and self.skip_if_nonfinite(optimizer, torch.as_tensor(norm, dtype=torch.float32))
+        else:
+            self.skip_if_nonfinite(optimizer, None, skipped)
+            norm = grad_norm() if self._is_logging_step() else None
+        if norm is not None and self._is_logging_step():
             self.log_optimizer_step(self._player(optimizer), torch.as_tensor(norm, dtype=torch.float32), optimizer)
+        return skipped
+
+    def skip_if_nonfinite(self, optimizer, grad_norm: Tensor | None, skipped: bool | None = None) -> bool:
+        """Whether this optimizer's step is skipped: by the step health rule (the loss or ``grad_norm`` NaN/Inf on
+        any rank; modules/step_health.py), or as an engine decided (``skipped``). A skipped step's gradients are
+        dropped, so the optimizer leaves the weights and its state as they were."""
+        health = self.step_health
+        if skipped is None:
+            skipped = health.should_skip(grad_norm, self.sum_over_ranks)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if skipped:
+            for p in params:
+                p.grad = None
+        player = self._player(optimizer)
+        where = f"generator step {self.global_step}"
+        if player == "d":
+            where += f" (discriminator step {self.d_steps})"
+        health.record(player, skipped, where, params if skipped else ())
+        return skipped
+
+    def sum_over_ranks(self, tensor: Tensor) -> Tensor:
+        """``tensor`` summed over every rank (itself on one device): one decision for all ranks."""
+        return self.trainer.strategy.reduce(tensor.to(self.device), reduce_op="sum")
 
     def log_optimizer_step(self, player: str, grad_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
         """A player's gradient norm (before clipping) and learning rate, as ``gradnorm/<player>``, ``lr/<player>``;
@@ -429,6 +465,7 @@ class GAN(pl.LightningModule):
             return
         self.log(f"gradnorm/{player}", grad_norm)
         self.log(f"lr/{player}", optimizer.param_groups[0]["lr"])
+        self.log(f"health/skipped_steps_{player}", float(self.step_health.skipped[player]))
 
     def _player(self, optimizer: torch.optim.Optimizer) -> str:
         """"g" for the generator's optimizer (configure_optimizers' first), "d" for the discriminator's."""
@@ -560,9 +597,19 @@ class GAN(pl.LightningModule):
             return torch.optim.RMSprop(params, lr=lr)
         return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
+    def on_train_start(self) -> None:
+        """A resumed run steps with the optimizer settings its config gives (modules/optimizer_settings.py)."""
+        reapply_settings(self._configured_settings, self.trainer.optimizers, self._schedulers())
+
+    def _schedulers(self) -> list:
+        return [config.scheduler for config in self.trainer.lr_scheduler_configs]
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        refuse_nonfinite_checkpoint(checkpoint, f"generator step {self.global_step}",
+                                    self.sum_over_ranks if self._trainer is not None else None)
         checkpoint["ganforge"] = {"variant": self.variant_name(), "d_steps": self.d_steps,
-                                  "images_seen": self.images_seen, "seed": self.seed}
+                                  "images_seen": self.images_seen, "seed": self.seed,
+                                  "step_health": self.step_health.state_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("ganforge")
@@ -572,6 +619,7 @@ class GAN(pl.LightningModule):
             raise ValueError(f"checkpoint is for variant {state['variant']!r} but the config builds "
                              f"{self.variant_name()!r}: resume with the config the checkpoint was trained with")
         self.d_steps, self.images_seen, self.seed = state["d_steps"], state["images_seen"], state["seed"]
+        self.step_health.load_state_dict(state.get("step_health", {}))
 
     @property
     def num_classes(self) -> int:

@@ -68,7 +68,7 @@ def worker(out: Path) -> None:
     all_reduce = torch.distributed.all_reduce
 
     def recording_all_reduce(tensor, *args, **kwargs):
-        if tensor.is_floating_point():  # Lightning's own reductions (stop decisions) are integer tensors
+        if tensor.is_floating_point():  # stop decisions and step-health flags are integer tensors
             reduced.append(tensor.numel())
         return all_reduce(tensor, *args, **kwargs)
 

@@ -19,6 +19,7 @@ from pipeline.strategies.deepspeed_gan import DeepSpeedGANStrategy
 
 WORKER = Path(__file__).parent / "workers" / "deepspeed_fit.py"
 MAX_STEPS, STOP_AT, N_CRITIC, BATCH, CLIP = 6, 4, 2, 32, 0.05  # as in the worker
+NAN_D_STEPS = {3, 4}  # as in the worker
 DEEPSPEED_RUNS = ("zero0", "zero1", "zero2", "zero2_offload", "zero2_bf16")
 PER_RANK = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm statistics stay per rank
 
@@ -100,6 +101,20 @@ def test_engine_runs_log_the_gradient_norms_the_module_logs_under_ddp(launch, ru
     assert [player for player, _ in reference] == ["d", "d", "g"] * MAX_STEPS  # n_critic=2, logged every batch
     assert [player for player, _ in logged] == [player for player, _ in reference]
     assert [norm for _, norm in logged] == pytest.approx([norm for _, norm in reference], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [0, 2])
+def test_a_nan_step_on_one_rank_is_skipped_by_every_rank(launch, stage):
+    _, ranks = launch
+    runs = [rank[f"zero{stage}_nan"] for rank in ranks]
+    assert [run["skipped"] for run in runs] == [{"g": 0, "d": len(NAN_D_STEPS)}] * 2
+    assert_equal(weights(runs[0]["state"]), weights(runs[1]["state"]), f"zero{stage}_nan: ranks differ in")
+    before = runs[1]["d_weights"]  # rank 1's reals were finite: it skipped because rank 0's were not
+    for step in range(len(before) - 1):
+        kept = all(torch.equal(a, b) for a, b in zip(before[step], before[step + 1], strict=True))
+        assert kept == (step in NAN_D_STEPS), (stage, step)
+    assert all(torch.isfinite(tensor).all() for tensor in runs[0]["state"].values())
 
 
 @pytest.mark.slow

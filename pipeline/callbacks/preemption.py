@@ -79,9 +79,18 @@ def restore_csv_metrics(trainer: pl.Trainer, up_to_step: int) -> None:
         kept.unlink()
 
 
+def _hpc_numbers(folder: Path) -> list[int]:
+    return [int(m.group(1)) for p in folder.glob("hpc_ckpt_*.ckpt") if (m := _CKPT.search(p.name))]
+
+
 def next_hpc_checkpoint(folder: Path) -> Path:
-    numbers = [int(m.group(1)) for p in folder.glob("hpc_ckpt_*.ckpt") if (m := _CKPT.search(p.name))]
-    return folder / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
+    return folder / f"hpc_ckpt_{max(_hpc_numbers(folder), default=0) + 1}.ckpt"
+
+
+def latest_hpc_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint a SLURM job started without ckpt_path resumes from (Lightning's choice: the highest n)."""
+    numbers = _hpc_numbers(folder)
+    return folder / f"hpc_ckpt_{max(numbers)}.ckpt" if numbers else None
 
 
 class PreemptionCheckpoint(pl.Callback):

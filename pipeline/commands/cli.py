@@ -41,7 +41,18 @@ def main(argv: list[str] | None = None) -> None:
         except (FileNotFoundError, ValueError, StorageWriteError) as err:  # one line that names it, no traceback
             raise SystemExit(f"ganforge {args[0]}: error: {err}") from None
         return
-    run_cli(argv)  # None: LightningCLI reads sys.argv itself
+    from modules.step_health import NonFiniteTrainingError
+    from pipeline.strategies.lost_rank import lost_rank_message
+
+    try:
+        run_cli(argv)  # None: LightningCLI reads sys.argv itself
+    except (NonFiniteTrainingError, StorageWriteError) as err:  # a diverged run, a full disk: one line, no traceback
+        raise SystemExit(f"ganforge: error: {err}") from None
+    except RuntimeError as err:
+        message = lost_rank_message(err)
+        if message is None:
+            raise
+        raise SystemExit(f"ganforge: error: {message}") from None
 
 
 if __name__ == "__main__":

@@ -5,15 +5,22 @@ LightningDataModule, so that every module, datamodule, trainer, logger and callb
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import yaml
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 import pipeline.strategies  # noqa: F401  registers the ddp_gan and deepspeed_gan strategies
 from pipeline.callbacks.prediction_writer import PredictionWriter
+from pipeline.callbacks.preemption import latest_hpc_checkpoint
+from pipeline.commands.resume_config import Change, ResumeMismatchError, check_resume
+from pipeline.tracking.redact import redact
 from pipeline.tracking.run_record import RunRecordCallback
 from pipeline.tracking.wandb_logger import GanForgeWandbLogger
 
@@ -32,6 +39,8 @@ class GanForgeCLI(LightningCLI):
     val/ or test/ metrics, plus one run of every evaluation callback); ``predict`` writes samples by index
     (pipeline.callbacks.prediction_writer). All three need ``--ckpt_path``.
     """
+
+    resume_changes: tuple[Change, ...] = ()  # a resumed fit's allowed config changes (set by _parse_ckpt_path)
 
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
                      subparser_kwargs: dict[str, Any]) -> None:
@@ -54,10 +63,36 @@ class GanForgeCLI(LightningCLI):
                              f"{self.subcommand} runs GAN modules (modules.gan.GAN and its subclasses)")
 
     def before_fit(self) -> None:
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, RunRecordCallback) and self.resume_changes:
+                callback.resume_changes = {change.key: [change.saved, change.given] for change in self.resume_changes}
         # W&B starts its run before any callback or checkpoint hook: only here is the resumed checkpoint known.
         for logger in self.trainer.loggers:
             if isinstance(logger, GanForgeWandbLogger):
                 logger.resume_from(self.config.fit.ckpt_path)
+
+    def _parse_ckpt_path(self) -> None:
+        """A resumed fit (``--ckpt_path``, or SLURM's automatic resume from the root dir's latest hpc_ckpt) must
+        build the model the checkpoint was trained with: refused in one line, before anything is built,
+        otherwise. Lightning's CLI would instead replace the given model config with the checkpoint's
+        hyper-parameters, silently: another model's config, and the learning rates a resume may change on
+        purpose, would be ignored. Other subcommands evaluate a checkpoint with its own model (Lightning's way)."""
+        if self.config.get("subcommand") != "fit":
+            return super()._parse_ckpt_path()
+        config = self.config.fit
+        ckpt_path = config.ckpt_path
+        if ckpt_path is None and SLURMEnvironment.detect():
+            ckpt_path = latest_hpc_checkpoint(Path(config.trainer.default_root_dir or Path.cwd()))
+        if ckpt_path is None:
+            return
+        given = redact(yaml.safe_load(self._parser("fit").dump(config, skip_none=False)))
+        try:
+            self.resume_changes = tuple(check_resume(str(ckpt_path), given))
+        except ResumeMismatchError as err:
+            raise SystemExit(f"ganforge fit: error: {err}") from None
+        if self.resume_changes:
+            rank_zero_info(f"ganforge: resuming {ckpt_path} with changes: "
+                           f"{'; '.join(str(c) for c in self.resume_changes)}")
 
     def before_predict(self) -> None:
         if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):

@@ -8,7 +8,10 @@ to the other player's backward running through it); ganforge's game hands each b
 names the engine that runs it, and each optimizer step becomes that engine's step. Gradient clipping per
 player is the engine's (``gradient_clipping``, from the module's grad_clip_g / grad_clip_d), so the module's
 ``on_before_optimizer_step`` is not called (under ZeRO-2 the gradients it would read live in the partitions);
-instead the module's ``on_engine_step`` gets a reader of the player's gradient norm (for gradnorm/ logging).
+instead the module's ``on_engine_step`` gets a reader of the player's gradient norm (for gradnorm/ logging and
+the step health check: with ZeRO-0 before the engine's step, which is not taken when the module skips; ZeRO-1/2
+skip a step whose global norm is NaN/Inf themselves, and the module is told so after the step). Without
+grad_clip_g / grad_clip_d the engines do not clip (DeepSpeed's own default would clip at 1.0).
 
 Precision: the engines keep fp32 weights; ``trainer.precision="bf16-mixed"`` runs the forward passes under
 autocast. DeepSpeed's own fp16/bf16 weight modes are refused (they cast the networks and need engine-called
@@ -108,7 +111,7 @@ class DeepSpeedGANStrategy(TwoPlayerDDPStrategy):
         device_rank = self.root_device.index if self.root_device.index is not None else self.local_rank
         self.engines, wrapped = {}, []
         for optimizer, clip in zip(self.optimizers, (hp.get("grad_clip_g"), hp.get("grad_clip_d")), strict=True):
-            config = dict(self.config, **({} if clip is None else {"gradient_clipping": clip}))
+            config = dict(self.config, gradient_clipping=0.0 if clip is None else clip)  # DeepSpeed's default: 1.0
             engine, engine_optimizer, _, _ = deepspeed.initialize(
                 args=argparse.Namespace(device_rank=device_rank), model=_PlayerParameters(optimizer),
                 optimizer=optimizer, config=config, dist_init_required=False)
@@ -138,12 +141,13 @@ class DeepSpeedGANStrategy(TwoPlayerDDPStrategy):
         result = closure()
         engine = self.engine_for(optimizer)
         report = getattr(self.lightning_module, "on_engine_step", None)
-        if report is not None and self.zero_stage == 0:  # full gradients, until the engine's step clears them
+        if report is not None and self.zero_stage == 0:  # full gradients: checked before the step
             gradients = self.gradients(optimizer)
-            report(optimizer, lambda: global_norm(gradients) if gradients else None)
+            if report(optimizer, lambda: global_norm(gradients) if gradients else None):
+                return result  # skipped (NaN/Inf): the module dropped the gradients, the engine does not step
         engine.step()
-        if report is not None and self.zero_stage > 0:  # ZeRO-1/2 optimizers keep the global norm they computed
-            report(optimizer, engine.get_global_grad_norm)
+        if report is not None and self.zero_stage > 0:  # ZeRO-1/2 skip a NaN/Inf global norm themselves, and keep it
+            report(optimizer, engine.get_global_grad_norm, skipped=bool(getattr(engine.optimizer, "overflow", False)))
         return result
 
     # ---- checkpoints ----------------------------------------------------------------------------

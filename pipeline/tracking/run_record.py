@@ -87,7 +87,8 @@ class RunRecordCallback(SaveConfigCallback):
     """The CLI's config callback: logs the redacted resolved config (what ``--print_config`` prints) and the run
     record (under ``run``) to every logger as hyper-parameters, writes the redacted ``config.yaml`` to the log
     dir and as ``ganforge-config.yaml`` into the W&B run's files (W&B writes its own config.yaml), and stamps
-    the record and the W&B run id into every checkpoint, so that a resumed fit continues the same W&B run.
+    the record, the resolved config and the W&B run id into every checkpoint, so that a resumed fit continues the
+same W&B run and can be compared with the config it was trained with (pipeline/commands/resume_config.py).
     The hyper-parameters a checkpoint carries are redacted as well.
 
     Lightning's own hyper-parameter logging is turned off for the trainer: the resolved config already holds
@@ -99,6 +100,8 @@ class RunRecordCallback(SaveConfigCallback):
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
         self.write_to_log_dir = save_to_log_dir
         self.record: dict[str, Any] | None = None
+        self.resolved_config: dict[str, Any] | None = None
+        self.resume_changes: dict[str, list[Any]] | None = None  # set by a resumed fit (pipeline/commands/fit.py)
         self._config_path: Path | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -116,7 +119,10 @@ class RunRecordCallback(SaveConfigCallback):
         config = redact(yaml.safe_load(self.parser.dump(self.config, skip_none=False)))
         record = run_record(trainer)
         record["command"] = redact_argv(record["command"])
+        if self.resume_changes is not None:
+            record["resumed_with_changes"] = self.resume_changes
         self.record = redact(record)
+        self.resolved_config = config
         text = yaml.safe_dump(config, sort_keys=False)
         if self._config_path is not None:
             self._config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +139,7 @@ class RunRecordCallback(SaveConfigCallback):
                 checkpoint[key] = redact(checkpoint[key])
         if self.record is None:  # ranks other than zero: their checkpoint copy is never written
             return
-        checkpoint[CHECKPOINT_KEY] = dict(self.record)
+        checkpoint[CHECKPOINT_KEY] = {**self.record, "config": self.resolved_config}  # what a resume compares with
         wandb_loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         if wandb_loggers:  # what a resumed fit needs to continue the run (GanForgeWandbLogger.resume_from)
             logger = wandb_loggers[0]

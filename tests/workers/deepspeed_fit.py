@@ -7,6 +7,8 @@ a toy GAN, so one launch does them all. Each rank saves what it saw to OUT/rank<
 - a game that clips both players' gradients, under ZeRO-0 (the engine clips), ZeRO-2 (the partitions are
   clipped) and ddp_gan (the module clips), stepped by plain SGD so that a different clipping rule could not
   hide in Adam's normalised update;
+- a game whose rank 0 sees NaN reals on NAN_D_STEPS, under ZeRO-0 (the module skips) and ZeRO-2 (the engine
+  skips a NaN global norm): both ranks skip the same steps and stay equal;
 - modules that ZeRO cannot partition (an optimizer with per-tensor statistics, channels_last weights): the
   errors they raise on both ranks.
 
@@ -33,6 +35,7 @@ from pipeline.strategies.two_player_ddp import TwoPlayerDDPStrategy
 MAX_STEPS, STOP_AT, N_CRITIC, BATCH = 6, 4, 2, 32  # the checkpoint falls mid-epoch (batch 8 of 10)
 STAGES = (0, 1, 2)
 CLIP = 0.05
+NAN_D_STEPS = {3, 4}
 
 
 class RecordingGAN(GAN):
@@ -83,6 +86,20 @@ class ClippedSGDGAN(RecordingGAN):
         super().log_optimizer_step(player, grad_norm, optimizer)
 
 
+class RankZeroNaNGAN(RecordingGAN):
+    """Rank 0's real batch is NaN on NAN_D_STEPS; records D's weights before every D step."""
+
+    def __init__(self):
+        super().__init__()
+        self.d_weights = []
+
+    def discriminator_step(self, opt, real, labels):
+        self.d_weights.append([p.detach().clone() for p in self.discriminator.parameters()])
+        if self.trainer.global_rank == 0 and self.d_steps in NAN_D_STEPS:
+            real = real * float("nan")
+        return super().discriminator_step(opt, real, labels)
+
+
 class AdafactorGAN(RecordingGAN):
     def _make_optimizer(self, params, lr, betas):
         return torch.optim.Adafactor(params, lr=lr)
@@ -101,7 +118,8 @@ def fit(strategy, out: Path, game: Callable[[], RecordingGAN] = RecordingGAN, pr
     return {"state": model.state_dict(), "initial": model.initial, "grads": dict(model.grads),
             "counters": (trainer.global_step, model.d_steps, model.images_seen),
             "engine_steps": [engine.global_steps for engine in getattr(trainer.strategy, "engines", {}).values()],
-            "norms": getattr(model, "norms", []), "logged_norms": getattr(model, "logged_norms", [])}
+            "norms": getattr(model, "norms", []), "logged_norms": getattr(model, "logged_norms", []),
+            "skipped": dict(model.step_health.skipped), "d_weights": getattr(model, "d_weights", [])}
 
 
 def deepspeed(stage: int, **kwargs) -> DeepSpeedGANStrategy:
@@ -122,6 +140,8 @@ def main(out: Path) -> None:
         results[f"zero{stage}_clip"] = fit(deepspeed(stage), out / "unused", game=ClippedSGDGAN)
     results["ddp_gan_clip"] = fit(TwoPlayerDDPStrategy(process_group_backend="gloo"), out / "unused",
                                   game=ClippedSGDGAN)
+    for stage in (0, 2):
+        results[f"zero{stage}_nan"] = fit(deepspeed(stage), out / "unused", game=RankZeroNaNGAN)
     refused = {"adafactor_error": AdafactorGAN, "channels_last_error": partial(RecordingGAN, channels_last=True)}
     for name, game in refused.items():
         try:
