@@ -93,6 +93,7 @@ def test_equalized_conv_effective_weight():
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight * 0.5 / math.sqrt(36), conv.bias * 0.5, padding=1))
 
 
+@torch.no_grad()
 def test_equalized_layers_give_unit_variance_at_init():
     torch.manual_seed(0)
     x = torch.randn(4096, 256)
