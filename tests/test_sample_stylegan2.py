@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from modules.seeded_rng import next_seed, seeded_global_rng
 from pipeline.checkpoint_loading import load_module
 from pipeline.cli import main
 from tests.test_sample_command import SIZE, fit_checkpoint
@@ -26,13 +27,14 @@ def made(tmp_path_factory):
 
 
 def test_truncation_psi_zero_samples_the_average_w(made):
-    """psi = 0: every sample is the image of w_avg (the noise inputs drawn from torch's RNG seeded by --seed)."""
+    """psi = 0: every sample is the image of w_avg (the noise inputs drawn from the RNG that --seed fixes)."""
     net = made["model"].generator_ema.eval()
     assert float(net.mapping.w_avg.abs().sum()) > 0  # tracked while training
     main(["sample", "--ckpt", made["ckpt"], "--num", "4", "--truncation-psi", "0", "--seed", "3", "--out",
           str(made["tmp"] / "psi0.pt")])
-    torch.manual_seed(3)
-    with torch.no_grad():
+    gen = torch.Generator().manual_seed(3)
+    torch.randn(4, LATENT, generator=gen)  # the z that psi = 0 discards; then the seed of G's own draws
+    with torch.no_grad(), seeded_global_rng(next_seed(gen), torch.device("cpu")):
         expected = net.synthesis(net.mapping.w_avg.expand(4, net.num_ws, -1))
     torch.testing.assert_close(torch.load(made["tmp"] / "psi0.pt"), expected)
     untruncated = made["model"].sample(4, seed=0)
