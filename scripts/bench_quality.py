@@ -90,7 +90,8 @@ def fit(preset: str, shards: Path, callbacks: list[dict], extra: list[str], root
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--trainer.callbacks", json.dumps(callbacks), *extra]
     cli = run_cli(args, run=False)
-    cli.trainer.callbacks.extend([*objects, Timer(duration=None if budget_s is None else {"seconds": budget_s})])
+    # First in the list: their on_train_end runs before the metrics callbacks' evaluation.
+    cli.trainer.callbacks[:0] = [Timer(duration=None if budget_s is None else {"seconds": budget_s}), *objects]
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return cli
 
@@ -198,9 +199,10 @@ def main() -> None:
             print(f"# {rows[-1]}", file=sys.stderr, flush=True)
 
     images = "all training images" if args.subset is None else f"the first {args.subset} training images"
-    length = "its own max_steps" if args.budget_s is None else f"{args.budget_s:.0f} s of training"
-    print(f"\n{dataset.title}, 32 px, {images}, {torch.get_num_threads()} CPU threads; each preset trained for "
-          f"{length}. Extra args: {' '.join(extra) or 'none'}\n")
+    length = "its own max_steps" if args.budget_s is None else f"{args.budget_s:.0f} s (then to the step's end)"
+    threads = torch.get_num_threads()
+    print(f"\n{dataset.title}, 32 px, {images}, {threads} CPU thread{'s' if threads > 1 else ''}; each preset "
+          f"trained for {length}. Extra args: {' '.join(extra) or 'none'}\n")
     if args.throughput:
         print(f"| preset | batch | G steps (after {THROUGHPUT_WARMUP} warm-up) | kimg | training s | kimg/s |")
         print("|---|---|---|---|---|---|")
