@@ -9,9 +9,10 @@ num_ws = 2 * log2(R) - 2; a block's toRGB shares its w with the next block's fir
 
 Modulated convolution with demodulation (Sec. 2.2, Eq. 1-3): w'_ijk = s_i w_ijk, then
 w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps), so unit-variance inputs give unit-variance outputs.
-``fused`` computes it as one grouped convolution with a per-sample weight (NVlabs' fused_modconv, used in
-eval); otherwise the equal form "scale the input by s, convolve with the shared weight, scale the output by
-the demodulation coefficients", which is a plain batched convolution and faster to train.
+``fused`` computes it as one grouped convolution with a per-sample weight (NVlabs' fused_modconv, used here in
+eval on GPUs); otherwise the equal form "scale the input by s, convolve with the shared weight, scale the
+output by the demodulation coefficients", a plain batched convolution: faster to train, and on CPUs in eval
+too (3.4x faster than the grouped form for 100 samples of the 32 px Fashion-MNIST preset, 1 thread).
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def _resampled_conv(x: Tensor, weight: Tensor, up: int, resample_kernel: Tensor 
     return blur2d(y, resample_kernel * up**2, (pad + (f + up - 1) // 2 - (kw - 1), pad + (f - up) // 2 - (kw - up)))
 
 
+def use_fused(module: nn.Module, x: Tensor) -> bool:
+    """The grouped (fused) modulated convolution in eval on GPUs, as NVlabs does; the batched form elsewhere."""
+    return not module.training and x.is_cuda
+
+
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv [upsampling], + noise * strength, + bias, leaky ReLU (gain sqrt 2)."""
 
@@ -93,7 +99,7 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: Tensor, w: Tensor, noise_mode: str = "random") -> Tensor:
         x = modulated_conv2d(x, self.weight, self.affine(w), up=self.up, resample_kernel=self.resample_kernel,
-                             fused=not self.training)
+                             fused=use_fused(self, x))
         if noise_mode == "random":
             x = x + torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype) * self.noise_strength
         elif noise_mode == "const":
@@ -113,7 +119,7 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=not self.training)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=use_fused(self, x))
         return x + self.bias.to(x.dtype)[:, None, None]
 
 
