@@ -66,6 +66,7 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
 
 
 def _resampled_conv(x: Tensor, weight: Tensor, up: int, resample_kernel: Tensor | None, groups: int) -> Tensor:
+    """A (grouped) same-size convolution, or for up > 1 a transposed one then the FIR filter (conv2d_resample)."""
     kw = weight.shape[-1]
     if up == 1:
         return F.conv2d(x, weight, padding=kw // 2, groups=groups)
