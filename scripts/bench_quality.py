@@ -15,9 +15,11 @@ go to every fit:
     python scripts/bench_quality.py --throughput --presets dcgan stylegan2               # kimg/s, no metrics
 
 ``--budget-s`` trains every preset for the same wall-clock seconds (a Timer callback; the preset's max_steps
-lifted); ``--subset N`` trains on the first N training images (the metrics' real statistics are of those
-images too). The shards and the feature net are made first if missing (as scripts/quickstart.sh does);
-Fashion-MNIST comes from Debian's dataset-fashion-mnist IDX files. Real statistics are cached in --cache-dir.
+lifted), or with ``--budget-clock cpu`` for the same CPU seconds of the training process (fair when other work
+shares the machine: run with ``--threads 1``); ``--subset N`` trains on the first N training images (the metrics'
+real statistics are of those images too). The shards and the feature net are made first if missing (as
+scripts/quickstart.sh does); Fashion-MNIST comes from Debian's dataset-fashion-mnist IDX files. Real statistics are
+cached in --cache-dir.
 """
 
 from __future__ import annotations
@@ -80,10 +82,26 @@ def ensure_data(dataset: Dataset, subset: int | None) -> tuple[Path, Path]:
     return shards, feature_net
 
 
+class CpuBudget(pl.Callback):
+    """Stops training once the process has spent ``seconds`` of CPU time in it (all its threads, not the
+    data loader's worker processes): the same work for every preset however busy the machine is."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.start, self.spent = seconds, None, 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.process_time()
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self.spent = time.process_time() - self.start
+        if self.spent >= self.seconds:
+            trainer.should_stop = True
+
+
 def fit(preset: str, shards: Path, callbacks: list[dict], extra: list[str], root: Path, budget_s: float | None,
-        *objects: pl.Callback):
+        *objects: pl.Callback, clock: str = "wall"):
     """``ganforge fit`` of the preset with these callbacks (config dicts, then ``objects``), plus a Timer
-    (which stops it after ``budget_s``)."""
+    (which stops it after ``budget_s`` wall-clock seconds) or, with ``clock="cpu"``, a CpuBudget."""
     args = ["--config", str(ROOT / "configs" / f"{preset}.yaml"),
             "--data.init_args.index", str(shards / "shards.json"), "--trainer.default_root_dir", str(root),
             "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
@@ -91,13 +109,17 @@ def fit(preset: str, shards: Path, callbacks: list[dict], extra: list[str], root
             "--trainer.callbacks", json.dumps(callbacks), *extra]
     cli = run_cli(args, run=False)
     # First in the list: their on_train_end runs before the metrics callbacks' evaluation.
-    cli.trainer.callbacks[:0] = [Timer(duration=None if budget_s is None else {"seconds": budget_s}), *objects]
+    wall = None if budget_s is None or clock == "cpu" else {"seconds": budget_s}
+    budget = [CpuBudget(budget_s)] if budget_s is not None and clock == "cpu" else []
+    cli.trainer.callbacks[:0] = [Timer(duration=wall), *budget, *objects]
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return cli
 
 
 def train_seconds(cli) -> float:
-    return next(c for c in cli.trainer.callbacks if isinstance(c, Timer)).time_elapsed("train")
+    """Training wall-clock seconds, or CPU seconds under a CpuBudget."""
+    cpu = [c for c in cli.trainer.callbacks if isinstance(c, CpuBudget)]
+    return cpu[0].spent if cpu else next(c for c in cli.trainer.callbacks if isinstance(c, Timer)).time_elapsed("train")
 
 
 def quality_row(preset: str, args, shards: Path, feature_net: Path, extra: list[str], workdir: Path,
@@ -112,7 +134,7 @@ def quality_row(preset: str, args, shards: Path, feature_net: Path, extra: list[
                                                                "cache_dir": args.cache_dir}})
     lengths = ["--trainer.max_steps", "-1"] if args.budget_s is not None else []
     root = workdir / preset
-    cli = fit(preset, shards, callbacks, [*lengths, *extra], root, args.budget_s)
+    cli = fit(preset, shards, callbacks, [*lengths, *extra], root, args.budget_s, clock=args.budget_clock)
     found = [c.history[-1][1] for c in cli.trainer.callbacks if isinstance(c, ImageMetricsCallback)]
     metrics = {k: v for m in found for k, v in m.items()}
     grids = Path(args.grids)
@@ -163,6 +185,8 @@ def main() -> None:
                         help="config names under configs/ (default: the --data's image presets)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="train each preset for this many wall-clock seconds (default: its own max_steps)")
+    parser.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
+                        help="what --budget-s counts: wall-clock seconds, or the training process's CPU seconds")
     parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
     parser.add_argument("--inception", default=os.environ.get("GANFORGE_FID_INCEPTION"),
                         help="FID Inception file (default $GANFORGE_FID_INCEPTION); no FID without one")
@@ -199,7 +223,8 @@ def main() -> None:
             print(f"# {rows[-1]}", file=sys.stderr, flush=True)
 
     images = "all training images" if args.subset is None else f"the first {args.subset} training images"
-    length = "its own max_steps" if args.budget_s is None else f"{args.budget_s:.0f} s (then to the step's end)"
+    length = ("its own max_steps" if args.budget_s is None else
+              f"{args.budget_s:.0f} {'CPU ' if args.budget_clock == 'cpu' else ''}s (then to the step's end)")
     threads = torch.get_num_threads()
     print(f"\n{dataset.title}, 32 px, {images}, {threads} CPU thread{'s' if threads > 1 else ''}; each preset "
           f"trained for {length}. Extra args: {' '.join(extra) or 'none'}\n")
@@ -210,7 +235,7 @@ def main() -> None:
         fid = (f"FID ({args.fid_samples} EMA samples vs {args.fid_samples} real, 299 px bicubic) | "
                if args.inception else "")
         print(f"| preset | {fid}in-domain FD ({fd_samples} samples) | classes | class KL | "
-              "asked-class accuracy % | kimg | training s |")
+              f"asked-class accuracy % | kimg | training {'CPU ' if args.budget_clock == 'cpu' else ''}s |")
         print("|---" * (7 if args.inception else 6) + "|")
     print("\n".join(rows))
 
