@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from modules.gan import GAN
-from modules.regularizers import clip_weights_, gradient_penalty, r1_penalty
+from modules.regularizers import clip_weights_, gradient_penalty
 
 
 class BiGAN(GAN):
@@ -27,7 +27,7 @@ class BiGAN(GAN):
         discriminator: a joint discriminator (x, z) [, y] -> one raw score per pair.
         encoder: x -> z (N, generator.latent_dim).
         **kwargs: every other option of modules.gan.GAN (loss, n_critic, lrs, regularizers, EMA, ...).
-            Penalties (gp_weight, r1_gamma) act on the pair: gradients with respect to x and z together.
+            Penalties (gp_weight, r1_gamma, r2_gamma) act on the pair: gradients with respect to x and z together.
     """
 
     object_arguments = (*GAN.object_arguments, "encoder")
@@ -38,7 +38,6 @@ class BiGAN(GAN):
                              "with z; remove model.augment")
         super().__init__(generator, discriminator, **kwargs)
         self.encoder = encoder
-        self._last_real: Tensor | None = None  # the G/E step encodes the reals of the D step before it
 
     def generator_parameters(self):
         return itertools.chain(self.generator.parameters(), self.encoder.parameters())
@@ -53,7 +52,8 @@ class BiGAN(GAN):
         n = real.shape[0]
         with torch.no_grad():
             z_fake = self.sample_z(n, "z_d")
-            fake = self.generator(z_fake, labels)
+            with self._seeded("g_d"):
+                fake = self.generator(z_fake, labels)
             z_real = self.encoder(real)
         real_scores = self.discriminator(real, z_real, labels)
         fake_scores = self.discriminator(fake, z_fake, labels)
@@ -62,36 +62,36 @@ class BiGAN(GAN):
         hp = self.hparams
         critic = self._pair_critic(real.shape, labels)
         real_pairs = torch.cat([real.flatten(1), z_real], dim=1)
+        fake_pairs = torch.cat([fake.flatten(1), z_fake], dim=1)
         if hp.gp_weight > 0:
-            fake_pairs = torch.cat([fake.flatten(1), z_fake], dim=1)
             gp = gradient_penalty(critic, real_pairs, fake_pairs, self._rng("gp"))
             loss = loss + hp.gp_weight * gp
             metrics["reg/gp"] = gp.detach()
-        if hp.r1_gamma > 0 and self.d_steps % hp.r1_every == 0:
-            r1 = r1_penalty(critic, real_pairs)
-            loss = loss + 0.5 * hp.r1_gamma * hp.r1_every * r1
-            metrics["reg/r1"] = r1.detach()
-        self._step_player(opt, loss, counted=False)
+        penalty = self.due_d_penalty(critic, real_pairs, critic, fake_pairs, metrics)
+        metrics["loss/d"] = self._step_regularized(opt, loss, penalty, hp.r1_every, counted=False)
         if hp.weight_clip is not None:
             clip_weights_(self.discriminator, hp.weight_clip)
-        self._last_real = real
         metrics.update(self._score_metrics(real_scores, fake_scores))
-        metrics["loss/d"] = loss.detach()
         return metrics
 
-    def generator_step(self, opt, n: int, labels: Tensor | None) -> dict[str, Tensor]:
-        """G and E descend on D's loss with the labels swapped: (G(z), z) as real, (x, E(x)) as fake."""
-        real = self._last_real
+    def generator_step(self, opt, real: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        """G and E descend on D's loss with the labels swapped: (G(z), z) as real, (x, E(x)) as fake, on the
+        reals of the D step before."""
+        n = real.shape[0]
         self.discriminator.requires_grad_(False)
         try:
             z = self.sample_z(n, "z_g")
-            fake_scores = self.discriminator(self.generator(z, labels), z, labels)
+            with self._seeded("g_g"):
+                fake = self.generator(z, labels)
+            fake_scores = self.discriminator(fake, z, labels)
             real_scores = self.discriminator(real, self.encoder(real), labels)
             loss = self.loss.discriminator(fake_scores, real_scores)
-            self._step_player(opt, loss, counted=True)
+            metrics = {"loss/g_adv": loss.detach()}
+            penalty = self.due_g_penalty(n, labels, metrics)
+            metrics["loss/g"] = self._step_regularized(opt, loss, penalty, self.hparams.pl_every, counted=True)
         finally:
             self.discriminator.requires_grad_(True)
-        return {"loss/g": loss.detach()}
+        return metrics
 
     def held_out_scores(self, real: Tensor, labels: Tensor | None, z: Tensor) -> tuple[Tensor, Tensor]:
         """D's raw scores of the pairs it was trained on: (x, E(x)) for reals, (G(z), z) from the EMA G."""

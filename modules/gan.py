@@ -6,7 +6,14 @@ Lightning, so ``trainer.global_step`` (and with it ``max_steps``, checkpoint int
 counts generator iterations. Images shown to D are counted in ``images_seen`` (reported as kimg).
 
 Randomness inside the game (z, interpolation weights) is drawn from generators seeded by
-(seed, rank, discriminator step), so a resumed run draws exactly what an uninterrupted run would.
+(seed, rank, discriminator step), so a resumed run draws exactly what an uninterrupted run would. Every
+generator forward in training runs on torch's global RNG forked and seeded from the same streams
+(``_seeded``), so networks that draw inside forward (StyleGAN2's noise inputs and style mixing) resume
+exactly too; they must not keep a torch.Generator of their own.
+
+Regularizers plug in around each player's step: one that runs every k-th step of its player (R1/R2 for D,
+path length for G) joins the step's loss when k = 1 and otherwise takes an optimizer step of its own after
+the main one, with Adam's lr and betas corrected for the k + 1 steps per k minibatches (StyleGAN2, App. B).
 
 Besides training: ``validate`` / ``test`` score the discriminator on real batches against samples of the
 EMA generator (D's view of a trained checkpoint), and ``predict`` generates sample i from z_i seeded by
@@ -16,21 +23,36 @@ generator's kernels may round differently for another batch size).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from modules.augment import DiffAugment
 from modules.ema import ema_beta, make_ema_copy, update_ema
 from modules.losses import GANLoss, NonSaturatingLoss
-from modules.regularizers import apply_spectral_norm, clip_weights_, gradient_penalty, r1_penalty
+from modules.regularizers import (
+    PathLengthPenalty,
+    apply_spectral_norm,
+    auto_r1_gamma,
+    clip_weights_,
+    gradient_penalty,
+    r1_penalty,
+    r2_penalty,
+)
+from modules.schedules import Schedule
 
+# Streams of the game's randomness; "g_*" seed torch's global RNG around a generator forward (_seeded).
 _RNG_TAGS = {"z_d": 0, "z_g": 1, "gp": 2, "aug_real": 3, "aug_fake": 4, "aug_g": 5, "z_val": 6, "z_test": 7,
-             "z_predict": 8}
+             "z_predict": 8, "g_d": 9, "g_g": 10, "g_pl": 11, "z_pl": 12, "aug_real_g": 13}
+# What model.schedules may drive.
+SCHEDULED = ("lr_g", "lr_d", "beta2_g", "beta2_d", "r1_gamma", "r2_gamma", "ema_kimg", "augment_p")
 _PROGRESS_BAR = {"loss/d", "loss/g", "kimg"}
 
 
@@ -51,7 +73,15 @@ class GAN(pl.LightningModule):
         lr_schedule: "constant", or "linear" decay to zero at ``trainer.max_steps`` generator steps.
         weight_clip: WGAN clipping bound c for every critic weight (None: off).
         gp_weight: WGAN-GP gradient-penalty weight lambda (0: off).
-        r1_gamma, r1_every: R1 penalty gamma on reals, applied lazily every k-th D step (0: off).
+        r1_gamma, r1_every: R1 penalty gamma on reals, applied lazily every k-th D step (0: off). "auto":
+            StyleGAN2-ADA's 0.0002 * H * W / global batch, resolved from the first real batch and printed.
+        r2_gamma: R2 penalty gamma on fakes (w.r.t. the fakes before augmentation), on R1's interval (0: off).
+        lazy_adam_correction: for a player regularized every k > 1 steps (D: r1_every, G: pl_every), Adam's
+            lr *= k/(k+1) and betas **= k/(k+1) (StyleGAN2, App. B; RMSprop: lr only).
+        pl_weight, pl_every, pl_decay, pl_batch_shrink: StyleGAN2's path-length penalty on G (0: off; the paper
+            uses 2, 4, 0.01, 2), every pl_every-th G step; needs a generator with ``styles`` and ``synthesis``.
+        schedules: hyper-parameters over kimg (modules.schedules), keyed by any of SCHEDULED; set before each
+            step (lr and beta2 in the optimizers, times the lazy correction; augment_p sets augment.p).
         spectral_norm: spectral normalisation on every weight layer of the discriminator.
         grad_clip_g, grad_clip_d: per-player max gradient norm (None: off).
         ema_kimg: half-life of the generator's EMA in thousands of images (None: no EMA).
@@ -62,7 +92,7 @@ class GAN(pl.LightningModule):
     """
 
     # Constructor arguments that are objects rather than settings: kept out of hparams when built in Python.
-    object_arguments: tuple[str, ...] = ("generator", "discriminator", "loss", "augment")
+    object_arguments: tuple[str, ...] = ("generator", "discriminator", "loss", "augment", "schedules")
 
     def __init__(
         self,
@@ -78,8 +108,15 @@ class GAN(pl.LightningModule):
         lr_schedule: Literal["constant", "linear"] = "constant",
         weight_clip: float | None = None,
         gp_weight: float = 0.0,
-        r1_gamma: float = 0.0,
+        r1_gamma: float | Literal["auto"] = 0.0,
         r1_every: int = 1,
+        r2_gamma: float = 0.0,
+        lazy_adam_correction: bool = True,
+        pl_weight: float = 0.0,
+        pl_every: int = 4,
+        pl_decay: float = 0.01,
+        pl_batch_shrink: int = 2,
+        schedules: dict[str, Schedule] | None = None,
         spectral_norm: bool = False,
         grad_clip_g: float | None = None,
         grad_clip_d: float | None = None,
@@ -107,6 +144,39 @@ class GAN(pl.LightningModule):
         self.seed = int(torch.initial_seed() if noise_seed is None else noise_seed) % (2**62)
         self.d_steps = 0
         self.images_seen = 0
+        # Regularizer weights as the step uses them: schedules move them, "auto" is resolved on the first batch.
+        self.r1_gamma: float | None = None if r1_gamma == "auto" else float(r1_gamma)
+        self.r2_gamma, self.ema_kimg = float(r2_gamma), ema_kimg
+        self.path_length = PathLengthPenalty(pl_decay, pl_batch_shrink) if pl_weight > 0 else None
+        self.schedules = dict(schedules or {})
+        self._check_regularizers_and_schedules()
+        self._regularizing = False  # True during a lazy regularizer's own optimizer step
+
+    def _check_regularizers_and_schedules(self) -> None:
+        """Refuses settings that cannot work together, before any compute."""
+        hp, keys = self.hparams, set(self.schedules)
+        if hp.r1_every < 1 or hp.pl_every < 1:
+            raise ValueError(f"model.r1_every and model.pl_every must be >= 1, got {hp.r1_every} and {hp.pl_every}")
+        if isinstance(hp.r1_gamma, str) and hp.r1_gamma != "auto":
+            raise ValueError(f"model.r1_gamma must be a number or 'auto', got {hp.r1_gamma!r}")
+        if self.path_length is not None and not all(hasattr(self.generator, a) for a in ("styles", "synthesis")):
+            raise ValueError(f"model.pl_weight > 0 needs a generator with `styles` and `synthesis` (StyleGAN2's); "
+                             f"{type(self.generator).__name__} lacks them: set model.pl_weight=0")
+        if keys - set(SCHEDULED):
+            raise ValueError(f"model.schedules: unknown key(s) {', '.join(sorted(keys - set(SCHEDULED)))}; "
+                             f"valid keys: {', '.join(SCHEDULED)}")
+        if keys & {"lr_g", "lr_d"} and hp.lr_schedule != "constant":
+            raise ValueError("model.schedules lr_g/lr_d and model.lr_schedule=linear both set the learning rates; "
+                             "keep one")
+        if keys & {"beta2_g", "beta2_d"} and hp.optimizer != "adam":
+            raise ValueError(f"model.schedules beta2_g/beta2_d need model.optimizer=adam, got {hp.optimizer}")
+        if "ema_kimg" in keys and self.generator_ema is None:
+            raise ValueError("model.schedules ema_kimg needs an EMA generator: set model.ema_kimg to a number")
+        if "augment_p" in keys and not hasattr(self.augment, "p"):
+            raise ValueError(f"model.schedules augment_p needs an augmentation with a probability p "
+                             f"(modules.augment.AdaptiveAugment), got {type(self.augment).__name__}")
+        if "r1_gamma" in keys and self.r1_gamma is None:
+            raise ValueError("model.r1_gamma='auto' and model.schedules r1_gamma both set R1's gamma; keep one")
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
@@ -117,15 +187,19 @@ class GAN(pl.LightningModule):
         real, labels = split_batch(batch)
         if self.hparams.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
+        if self.r1_gamma is None:
+            self.resolve_auto_r1_gamma(real)
+        scheduled = self.apply_schedules()
         opt_g, opt_d = self.optimizers()
         metrics = self.discriminator_step(opt_d, real, labels)
         self.d_steps += 1
         self.images_seen += real.shape[0] * self.trainer.world_size
         if self.d_steps % self.hparams.n_critic == 0:
-            metrics.update(self.generator_step(opt_g, real.shape[0], labels))
+            metrics.update(self.generator_step(opt_g, real, labels))
             self.update_generator_ema(real.shape[0] * self.trainer.world_size)
             for scheduler in self.lr_schedulers() or []:
                 scheduler.step()
+        metrics.update(scheduled)
         metrics["kimg"] = self.images_seen / 1000.0
         if self._is_logging_step():
             for name, value in metrics.items():
@@ -146,7 +220,7 @@ class GAN(pl.LightningModule):
     def discriminator_step(self, opt, real: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
         """One step of D: ascend on reals, descend on detached fakes, plus its regularizers."""
         n = real.shape[0]
-        with torch.no_grad():
+        with torch.no_grad(), self._seeded("g_d"):
             fake = self.generator(self.sample_z(n, "z_d"), labels)
         real_scores = self.critic(real, labels, "aug_real")
         fake_scores = self.critic(fake, labels, "aug_fake")
@@ -157,27 +231,149 @@ class GAN(pl.LightningModule):
             gp = gradient_penalty(lambda x: self.critic(x, labels, "aug_fake"), real, fake, self._rng("gp"))
             loss = loss + hp.gp_weight * gp
             metrics["reg/gp"] = gp.detach()
-        if hp.r1_gamma > 0 and self.d_steps % hp.r1_every == 0:
-            r1 = r1_penalty(lambda x: self.critic(x, labels, "aug_real"), real)
-            loss = loss + 0.5 * hp.r1_gamma * hp.r1_every * r1
-            metrics["reg/r1"] = r1.detach()
-        self._step_player(opt, loss, counted=False)
+        penalty = self.due_d_penalty(partial(self.critic, labels=labels, aug_tag="aug_real"), real,
+                                     partial(self.critic, labels=labels, aug_tag="aug_fake"), fake, metrics)
+        metrics["loss/d"] = self._step_regularized(opt, loss, penalty, hp.r1_every, counted=False)
         if hp.weight_clip is not None:
             clip_weights_(self.discriminator, hp.weight_clip)
         metrics.update(self._score_metrics(real_scores, fake_scores))
-        metrics["loss/d"] = loss.detach()
         return metrics
 
-    def generator_step(self, opt, n: int, labels: Tensor | None) -> dict[str, Tensor]:
-        """One step of G against a frozen D: only G's parameters receive gradients."""
+    def generator_step(self, opt, real: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        """One step of G against a frozen D: only G's parameters receive gradients. A relativistic loss also
+        scores the last D step's reals (detached, D frozen)."""
+        n = real.shape[0]
         self.discriminator.requires_grad_(False)
         try:
-            fake_scores = self.critic(self.generator(self.sample_z(n, "z_g"), labels), labels, "aug_g")
-            loss = self.loss.generator(fake_scores)
-            self._step_player(opt, loss, counted=True)
+            with self._seeded("g_g"):
+                fake = self.generator(self.sample_z(n, "z_g"), labels)
+            fake_scores = self.critic(fake, labels, "aug_g")
+            real_scores = self.critic(real.detach(), labels, "aug_real_g") if self.loss.relativistic else None
+            loss = self.loss.generator(fake_scores, real_scores)
+            metrics = {"loss/g_adv": loss.detach()}
+            penalty = self.due_g_penalty(n, labels, metrics)
+            metrics["loss/g"] = self._step_regularized(opt, loss, penalty, self.hparams.pl_every, counted=True)
         finally:
             self.discriminator.requires_grad_(True)
-        return {"loss/g": loss.detach()}
+        return metrics
+
+    # ---- regularizers and schedules around the steps --------------------------------------------
+    def _step_regularized(self, opt, loss: Tensor, penalty: Callable[[], Tensor] | None, every: int,
+                          counted: bool) -> Tensor:
+        """Steps a player on ``loss`` and on its regularizer when one is due (``penalty``): in the same step
+        when it runs every step, else in an optimizer step of its own right after the main one, as StyleGAN2's
+        lazy regularization does (App. B; configure_optimizers corrects Adam for it). Only the main step of G
+        is counted. Returns the detached total loss."""
+        if penalty is not None and every == 1:
+            loss, penalty = loss + penalty(), None
+        self._step_player(opt, loss, counted)
+        if penalty is None:
+            return loss.detach()
+        reg = penalty()
+        self._regularizing = True
+        try:
+            self._step_player(opt, reg, counted=False)
+        finally:
+            self._regularizing = False
+        return loss.detach() + reg.detach()
+
+    def due_d_penalty(self, real_critic: Callable[[Tensor], Tensor], real: Tensor,
+                      fake_critic: Callable[[Tensor], Tensor], fake: Tensor,
+                      metrics: dict[str, Tensor]) -> Callable[[], Tensor] | None:
+        """This D step's R1/R2 penalty (a callable for _step_regularized), or None: they run on every r1_every-th
+        D step (counting from 0) while either gamma is positive."""
+        if self.d_steps % self.hparams.r1_every or not (self.r1_gamma > 0 or self.r2_gamma > 0):
+            return None
+        return partial(self.zero_centered_penalties, real_critic, real, fake_critic, fake, metrics)
+
+    def zero_centered_penalties(self, real_critic: Callable[[Tensor], Tensor], real: Tensor,
+                                fake_critic: Callable[[Tensor], Tensor], fake: Tensor,
+                                metrics: dict[str, Tensor]) -> Tensor:
+        """gamma_1/2 * R1(reals) + gamma_2/2 * R2(fakes), times r1_every (lazy regularization's weight), with the
+        gradients taken w.r.t. the critics' inputs (the images before augmentation)."""
+        scale, total = 0.5 * self.hparams.r1_every, torch.zeros((), device=real.device)
+        for name, gamma, penalty, critic, x in (("r1", self.r1_gamma, r1_penalty, real_critic, real),
+                                                ("r2", self.r2_gamma, r2_penalty, fake_critic, fake)):
+            if gamma > 0:
+                value = penalty(critic, x)
+                metrics[f"reg/{name}"] = value.detach()
+                total = total + scale * gamma * value
+        return total
+
+    def due_g_penalty(self, n: int, labels: Tensor | None, metrics: dict[str, Tensor]) -> Callable[[], Tensor] | None:
+        """This G step's path-length penalty (a callable), or None: it runs on every pl_every-th G step."""
+        if self.path_length is None or self.global_step % self.hparams.pl_every:
+            return None
+        return partial(self.path_length_penalty, n, labels, metrics)
+
+    def path_length_penalty(self, n: int, labels: Tensor | None, metrics: dict[str, Tensor]) -> Tensor:
+        """pl_weight * pl_every * StyleGAN2's path-length penalty on a fresh z (its own streams)."""
+        hp = self.hparams
+        with self._seeded("g_pl"):
+            value = self.path_length(self.generator, self.sample_z(n, "z_pl"), labels)
+        metrics["reg/pl"], metrics["reg/pl_mean"] = value.detach(), self.path_length.pl_mean.clone()
+        return hp.pl_weight * hp.pl_every * value
+
+    def lazy_ratio(self, player: str) -> float:
+        """c = k/(k+1) for a player whose regularizer takes its own step every k > 1 steps (the optimizer then
+        steps k + 1 times per k minibatches; StyleGAN2, App. B), else 1 (or with lazy_adam_correction off)."""
+        hp = self.hparams
+        if player == "g":
+            every, regularized = hp.pl_every, self.path_length is not None
+        else:
+            every = hp.r1_every
+            regularized = hp.r1_gamma != 0 or hp.r2_gamma != 0 or bool({"r1_gamma", "r2_gamma"} & set(self.schedules))
+        return every / (every + 1) if hp.lazy_adam_correction and regularized and every > 1 else 1.0
+
+    def resolve_auto_r1_gamma(self, real: Tensor) -> None:
+        """r1_gamma="auto": StyleGAN2-ADA's heuristic from the first real batch's size and the global batch."""
+        if real.dim() != 4:
+            raise ValueError(f"model.r1_gamma='auto' needs image batches (N, C, H, W), got shape {tuple(real.shape)}; "
+                             f"set model.r1_gamma to a number")
+        (height, width), batch = real.shape[-2:], real.shape[0] * self.trainer.world_size
+        self.r1_gamma = auto_r1_gamma(height, width, batch)
+        rank_zero_info(f"model.r1_gamma='auto': 0.0002 * {height}*{width} / {batch} (global batch) "
+                       f"= {self.r1_gamma:.6g}")
+
+    def apply_schedules(self) -> dict[str, float]:
+        """Sets each scheduled hyper-parameter to its value at images_seen; returns them as ``schedule/<key>``.
+        lr and beta2 go into the optimizers' param groups (so checkpoints hold them), with the lazy correction."""
+        kimg, values = self.images_seen / 1000.0, {}
+        for key, schedule in self.schedules.items():
+            value = values[f"schedule/{key}"] = float(schedule(kimg))
+            setting, _, player = key.rpartition("_")
+            if setting in ("lr", "beta2"):
+                c = self.lazy_ratio(player)
+                for group in self.trainer.optimizers[0 if player == "g" else 1].param_groups:
+                    if setting == "lr":
+                        group["lr"] = value * c
+                    else:
+                        group["betas"] = (group["betas"][0], value**c)
+            elif key == "augment_p":
+                self._set_augment_p(value)
+            else:  # r1_gamma, r2_gamma, ema_kimg
+                setattr(self, key, value)
+        return values
+
+    def _set_augment_p(self, value: float) -> None:
+        if isinstance(self.augment.p, Tensor):  # a buffer (in the checkpoint): set in place
+            self.augment.p.fill_(value)
+        else:
+            self.augment.p = value
+
+    @contextmanager
+    def _seeded(self, tag: str) -> Iterator[None]:
+        """Runs the block on torch's global RNG forked (CPU and this process's GPU) and seeded from stream
+        ``tag``: draws inside a network's forward are reproducible across resumes, and the RNG outside is
+        left as it was."""
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            seed = self._stream_seed(tag)
+            torch.random.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(seed)
+            yield
 
     # ---- plumbing -------------------------------------------------------------------------------
     def _step_player(self, opt, loss: Tensor, counted: bool) -> None:
@@ -223,7 +419,11 @@ class GAN(pl.LightningModule):
             self.log_optimizer_step(self._player(optimizer), torch.as_tensor(norm, dtype=torch.float32), optimizer)
 
     def log_optimizer_step(self, player: str, grad_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """A player's gradient norm (before clipping) and learning rate, as ``gradnorm/<player>``, ``lr/<player>``."""
+        """A player's gradient norm (before clipping) and learning rate, as ``gradnorm/<player>``, ``lr/<player>``;
+        a lazy regularizer's own step logs ``gradnorm/<player>_reg``."""
+        if self._regularizing:
+            self.log(f"gradnorm/{player}_reg", grad_norm)
+            return
         self.log(f"gradnorm/{player}", grad_norm)
         self.log(f"lr/{player}", optimizer.param_groups[0]["lr"])
 
@@ -234,7 +434,7 @@ class GAN(pl.LightningModule):
     def update_generator_ema(self, batch_images: int) -> None:
         if self.generator_ema is None:
             return
-        beta = ema_beta(self.hparams.ema_kimg, batch_images, self.images_seen, self.hparams.ema_rampup)
+        beta = ema_beta(self.ema_kimg, batch_images, self.images_seen, self.hparams.ema_rampup)
         update_ema(self.generator_ema, self.generator, beta)
 
     def _score_metrics(self, real_scores: Tensor, fake_scores: Tensor) -> dict[str, Tensor]:
@@ -247,13 +447,17 @@ class GAN(pl.LightningModule):
              device: torch.device | None = None) -> torch.Generator:
         """A generator seeded by (seed, rank, counter, purpose): reproducible across resumes and ranks. The
         counter is the D step unless given; the rank is this process's unless given."""
+        gen = torch.Generator(device=self.device if device is None else device)
+        gen.manual_seed(self._stream_seed(tag, counter, rank))
+        return gen
+
+    def _stream_seed(self, tag: str, counter: int | None = None, rank: int | None = None) -> int:
+        """The seed of stream (seed, rank, counter, tag); see ``_rng``."""
         if rank is None:
             rank = self.trainer.global_rank if self._trainer is not None else 0
         counter = self.d_steps if counter is None else counter
         key = ((self.seed * 1_000_003 + rank) * 1_000_033 + counter) * 16 + _RNG_TAGS[tag]
-        gen = torch.Generator(device=self.device if device is None else device)
-        gen.manual_seed(key % (2**63 - 1))
-        return gen
+        return key % (2**63 - 1)
 
     def sample_z(self, n: int, tag: str) -> Tensor:
         return torch.randn(n, self.generator.latent_dim, device=self.device, generator=self._rng(tag))
@@ -326,8 +530,8 @@ class GAN(pl.LightningModule):
     # ---- optimizers and checkpoints -------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        opt_g = self._make_optimizer(self.generator_parameters(), hp.lr_g, hp.betas_g)
-        opt_d = self._make_optimizer(self.discriminator.parameters(), hp.lr_d, hp.betas_d)
+        opt_g = self._make_optimizer(self.generator_parameters(), hp.lr_g, hp.betas_g, self.lazy_ratio("g"))
+        opt_d = self._make_optimizer(self.discriminator.parameters(), hp.lr_d, hp.betas_d, self.lazy_ratio("d"))
         if hp.lr_schedule == "constant":
             return [opt_g, opt_d]
         total = self.trainer.max_steps
@@ -344,10 +548,11 @@ class GAN(pl.LightningModule):
         """Everything the generator's optimizer owns (subclasses add encoders)."""
         return self.generator.parameters()
 
-    def _make_optimizer(self, params, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    def _make_optimizer(self, params, lr: float, betas: tuple[float, float], lazy_ratio: float = 1.0):
+        """The player's optimizer; ``lazy_ratio`` c < 1 corrects it for lazy regularization: lr * c, betas ** c."""
         if self.hparams.optimizer == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr)
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+            return torch.optim.RMSprop(params, lr=lr * lazy_ratio)
+        return torch.optim.Adam(params, lr=lr * lazy_ratio, betas=tuple(b**lazy_ratio for b in betas))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ganforge"] = {"variant": self.variant_name(), "d_steps": self.d_steps,

@@ -13,14 +13,17 @@ from torch import Tensor
 
 
 class GANLoss:
-    """The two players' objectives. ``probabilistic`` says whether sigmoid(score) is a probability."""
+    """The two players' objectives. ``probabilistic`` says whether sigmoid(score) is a probability;
+    ``relativistic`` whether the generator's loss also reads D's scores of reals (the game then scores a real
+    batch in G's step, with D frozen)."""
 
     probabilistic: bool = True
+    relativistic: bool = False
 
     def discriminator(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def generator(self, fake_scores: Tensor) -> Tensor:
+    def generator(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -38,7 +41,7 @@ class MinimaxLoss(GANLoss):
         # -log sigmoid(s) = softplus(-s);  -log(1 - sigmoid(s)) = softplus(s)
         return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
 
-    def generator(self, fake_scores: Tensor) -> Tensor:
+    def generator(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
         return -F.softplus(fake_scores).mean()
 
 
@@ -48,7 +51,7 @@ class NonSaturatingLoss(MinimaxLoss):
     L_D as in the minimax game;  L_G = -E[log D(G(z))]   (strong gradients early in training)
     """
 
-    def generator(self, fake_scores: Tensor) -> Tensor:
+    def generator(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
         return F.softplus(-fake_scores).mean()
 
 
@@ -63,7 +66,7 @@ class LeastSquaresLoss(GANLoss):
     def discriminator(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
         return 0.5 * ((real_scores - 1) ** 2).mean() + 0.5 * (fake_scores**2).mean()
 
-    def generator(self, fake_scores: Tensor) -> Tensor:
+    def generator(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
         return 0.5 * ((fake_scores - 1) ** 2).mean()
 
 
@@ -78,7 +81,7 @@ class HingeLoss(GANLoss):
     def discriminator(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
         return torch.relu(1 - real_scores).mean() + torch.relu(1 + fake_scores).mean()
 
-    def generator(self, fake_scores: Tensor) -> Tensor:
+    def generator(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
         return -fake_scores.mean()
 
 
@@ -94,5 +97,26 @@ class WassersteinLoss(GANLoss):
     def discriminator(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
         return fake_scores.mean() - real_scores.mean()
 
-    def generator(self, fake_scores: Tensor) -> Tensor:
+    def generator(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
         return -fake_scores.mean()
+
+
+class RelativisticPairingLoss(GANLoss):
+    """Huang et al. (2024), R3GAN's RpGAN (Jolicoeur-Martineau, 2019): each player scores a real against a paired fake.
+
+    L_D = E[softplus(-(D(x_i) - D(G(z_i))))];   L_G = E[softplus(-(D(G(z_i)) - D(x_i)))]
+    Pairs are the i-th real and the i-th fake of a batch (equal sizes). With R1 and R2 penalties it converges
+    locally where the classic loss may not (R3GAN, Sec. 2); D(x) in G's loss carries no gradient to G.
+    """
+
+    probabilistic = False
+    relativistic = True
+
+    def discriminator(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+        return F.softplus(fake_scores - real_scores).mean()
+
+    def generator(self, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
+        if real_scores is None:
+            raise ValueError("RelativisticPairingLoss.generator needs real_scores: D's scores of the reals paired "
+                             "with the fakes")
+        return F.softplus(real_scores - fake_scores).mean()
