@@ -23,8 +23,8 @@ generator's kernels may round differently for another batch size).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from modules.augment import DiffAugment
+from modules.augment import AdaptiveAugment, DiffAugment
 from modules.ema import ema_beta, make_ema_copy, update_ema
 from modules.losses import GANLoss, NonSaturatingLoss
 from modules.regularizers import (
@@ -47,6 +47,7 @@ from modules.regularizers import (
     r2_penalty,
 )
 from modules.schedules import Schedule
+from modules.seeded_rng import next_seed, seeded_global_rng
 
 # Streams of the game's randomness; "g_*" seed torch's global RNG around a generator forward (_seeded).
 _RNG_TAGS = {"z_d": 0, "z_g": 1, "gp": 2, "aug_real": 3, "aug_fake": 4, "aug_g": 5, "z_val": 6, "z_test": 7,
@@ -86,7 +87,8 @@ class GAN(pl.LightningModule):
         grad_clip_g, grad_clip_d: per-player max gradient norm (None: off).
         ema_kimg: half-life of the generator's EMA in thousands of images (None: no EMA).
         ema_rampup: caps the EMA half-life at this fraction of images seen (None: no ramp-up).
-        augment: DiffAugment applied to everything D sees, in both players' steps (None: off).
+        augment: DiffAugment or AdaptiveAugment (ADA) applied to everything D sees, in both players' steps
+            (None: off). ADA's ``observe`` gets D's scores of reals after each D step; its p is in the state_dict.
         channels_last: NHWC memory format for image networks and batches (faster convolutions on GPUs).
         noise_seed: seed of the game's random streams (None: the process's torch seed at construction).
     """
@@ -122,7 +124,7 @@ class GAN(pl.LightningModule):
         grad_clip_d: float | None = None,
         ema_kimg: float | None = 10.0,
         ema_rampup: float | None = 0.05,
-        augment: DiffAugment | None = None,
+        augment: DiffAugment | AdaptiveAugment | None = None,
         channels_last: bool = False,
         noise_seed: int | None = None,
     ):
@@ -144,12 +146,12 @@ class GAN(pl.LightningModule):
         self.seed = int(torch.initial_seed() if noise_seed is None else noise_seed) % (2**62)
         self.d_steps = 0
         self.images_seen = 0
-        # Regularizer weights as the step uses them: schedules move them, "auto" is resolved on the first batch.
-        self.r1_gamma: float | None = None if r1_gamma == "auto" else float(r1_gamma)
-        self.r2_gamma, self.ema_kimg = float(r2_gamma), ema_kimg
         self.path_length = PathLengthPenalty(pl_decay, pl_batch_shrink) if pl_weight > 0 else None
         self.schedules = dict(schedules or {})
         self._check_regularizers_and_schedules()
+        # Regularizer weights as the step uses them: schedules move them, "auto" is resolved on the first batch.
+        self.r1_gamma: float | None = None if r1_gamma == "auto" else float(r1_gamma)
+        self.r2_gamma, self.ema_kimg = float(r2_gamma), ema_kimg
         self._regularizing = False  # True during a lazy regularizer's own optimizer step
 
     def _check_regularizers_and_schedules(self) -> None:
@@ -175,7 +177,7 @@ class GAN(pl.LightningModule):
         if "augment_p" in keys and not hasattr(self.augment, "p"):
             raise ValueError(f"model.schedules augment_p needs an augmentation with a probability p "
                              f"(modules.augment.AdaptiveAugment), got {type(self.augment).__name__}")
-        if "r1_gamma" in keys and self.r1_gamma is None:
+        if "r1_gamma" in keys and hp.r1_gamma == "auto":
             raise ValueError("model.r1_gamma='auto' and model.schedules r1_gamma both set R1's gamma; keep one")
 
     def on_fit_start(self) -> None:
@@ -202,6 +204,8 @@ class GAN(pl.LightningModule):
         metrics.update(scheduled)
         metrics["kimg"] = self.images_seen / 1000.0
         if self._is_logging_step():
+            if hasattr(self.augment, "metrics"):
+                metrics.update(self.augment.metrics())
             for name, value in metrics.items():
                 self.log(name, value, prog_bar=name in _PROGRESS_BAR)
 
@@ -234,6 +238,8 @@ class GAN(pl.LightningModule):
         penalty = self.due_d_penalty(partial(self.critic, labels=labels, aug_tag="aug_real"), real,
                                      partial(self.critic, labels=labels, aug_tag="aug_fake"), fake, metrics)
         metrics["loss/d"] = self._step_regularized(opt, loss, penalty, hp.r1_every, counted=False)
+        if hasattr(self.augment, "observe"):  # ADA's overfitting signal: D's scores of the reals it trained on
+            self.augment.observe(real_scores.detach(), n * self.trainer.world_size)
         if hp.weight_clip is not None:
             clip_weights_(self.discriminator, hp.weight_clip)
         metrics.update(self._score_metrics(real_scores, fake_scores))
@@ -325,6 +331,11 @@ class GAN(pl.LightningModule):
             regularized = hp.r1_gamma != 0 or hp.r2_gamma != 0 or bool({"r1_gamma", "r2_gamma"} & set(self.schedules))
         return every / (every + 1) if hp.lazy_adam_correction and regularized and every > 1 else 1.0
 
+    def lazy_corrected(self, player: str, lr: float, betas: tuple[float, float]) -> tuple[float, tuple[float, ...]]:
+        """(lr * c, betas ** c) with c = lazy_ratio(player): the optimizer settings that lazy regularization needs."""
+        c = self.lazy_ratio(player)
+        return lr * c, tuple(b**c for b in betas)
+
     def resolve_auto_r1_gamma(self, real: Tensor) -> None:
         """r1_gamma="auto": StyleGAN2-ADA's heuristic from the first real batch's size and the global batch."""
         if real.dim() != 4:
@@ -361,19 +372,11 @@ class GAN(pl.LightningModule):
         else:
             self.augment.p = value
 
-    @contextmanager
-    def _seeded(self, tag: str) -> Iterator[None]:
-        """Runs the block on torch's global RNG forked (CPU and this process's GPU) and seeded from stream
-        ``tag``: draws inside a network's forward are reproducible across resumes, and the RNG outside is
-        left as it was."""
-        cuda = self.device.type == "cuda"
-        with torch.random.fork_rng(devices=[self.device] if cuda else []):
-            seed = self._stream_seed(tag)
-            torch.random.default_generator.manual_seed(seed)
-            if cuda:
-                with torch.cuda.device(self.device):
-                    torch.cuda.manual_seed(seed)
-            yield
+    def _seeded(self, tag: str) -> AbstractContextManager[None]:
+        """The block runs on torch's global RNG forked (CPU and this process's GPU) and seeded from stream
+        ``tag`` of this D step: draws inside a network's forward are reproducible across resumes, and the RNG
+        outside is left as it was."""
+        return seeded_global_rng(self._stream_seed(tag), self.device)
 
     # ---- plumbing -------------------------------------------------------------------------------
     def _step_player(self, opt, loss: Tensor, counted: bool) -> None:
@@ -475,10 +478,12 @@ class GAN(pl.LightningModule):
             net.train(was_training)
 
     def sample(self, n: int, labels: Tensor | None = None, seed: int = 0, use_ema: bool = True) -> Tensor:
-        """n samples from the (EMA) generator in eval mode, for a fixed ``seed``."""
+        """n samples from the (EMA) generator in eval mode, for a fixed ``seed`` (which also fixes any draws
+        inside the generator's forward)."""
         gen = torch.Generator(device=self.device).manual_seed(seed)
         z = torch.randn(n, self.generator.latent_dim, device=self.device, generator=gen)
-        return self.generate(z, labels, use_ema)
+        with seeded_global_rng(next_seed(gen), self.device):
+            return self.generate(z, labels, use_ema)
 
     # ---- validate / test: the discriminator's view of a trained generator -----------------------
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -492,13 +497,15 @@ class GAN(pl.LightningModule):
 
         ``loss_d`` estimates minus the game's value (-V(D, G) for the minimax loss); probabilistic losses add
         the mean D(x) and D(G(z)), the others ``critic_gap`` = E[D(x)] - E[D(G(z))] (with a Lipschitz critic, a
-        Wasserstein estimate). z comes from stream (seed, rank, batch_idx, stage), so the numbers are reproducible.
+        Wasserstein estimate). z (and any draw inside G's forward) comes from stream (seed, rank, batch_idx,
+        stage), so the numbers are reproducible.
         D is in eval mode (no dropout; BatchNorm on its running statistics) and sees no DiffAugment.
         """
         real, labels = split_batch(batch)
         gen = self._rng(f"z_{stage}", counter=batch_idx)
         z = torch.randn(real.shape[0], self.generator.latent_dim, device=self.device, generator=gen)
-        real_scores, fake_scores = self.held_out_scores(real, labels, z)
+        with seeded_global_rng(next_seed(gen), self.device):
+            real_scores, fake_scores = self.held_out_scores(real, labels, z)
         metrics = {"loss_d": self.loss.discriminator(real_scores, fake_scores)}
         if self.loss.probabilistic:
             metrics["D(x)"] = torch.sigmoid(real_scores).mean()
@@ -530,8 +537,8 @@ class GAN(pl.LightningModule):
     # ---- optimizers and checkpoints -------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        opt_g = self._make_optimizer(self.generator_parameters(), hp.lr_g, hp.betas_g, self.lazy_ratio("g"))
-        opt_d = self._make_optimizer(self.discriminator.parameters(), hp.lr_d, hp.betas_d, self.lazy_ratio("d"))
+        opt_g = self._make_optimizer(self.generator_parameters(), *self.lazy_corrected("g", hp.lr_g, hp.betas_g))
+        opt_d = self._make_optimizer(self.discriminator.parameters(), *self.lazy_corrected("d", hp.lr_d, hp.betas_d))
         if hp.lr_schedule == "constant":
             return [opt_g, opt_d]
         total = self.trainer.max_steps
@@ -548,11 +555,10 @@ class GAN(pl.LightningModule):
         """Everything the generator's optimizer owns (subclasses add encoders)."""
         return self.generator.parameters()
 
-    def _make_optimizer(self, params, lr: float, betas: tuple[float, float], lazy_ratio: float = 1.0):
-        """The player's optimizer; ``lazy_ratio`` c < 1 corrects it for lazy regularization: lr * c, betas ** c."""
+    def _make_optimizer(self, params, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
         if self.hparams.optimizer == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr * lazy_ratio)
-        return torch.optim.Adam(params, lr=lr * lazy_ratio, betas=tuple(b**lazy_ratio for b in betas))
+            return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ganforge"] = {"variant": self.variant_name(), "d_steps": self.d_steps,

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from datamodules.image_decode import decode_image
 from datamodules.webdataset_datamodule import WebDataModule
 from modules.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from pipeline import shards_command
+from pipeline.commands import shards as shards_command
 
 BATCH = 64
 WORKERS = (0, 1, 2)

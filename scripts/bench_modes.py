@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from pipeline.callbacks.mode_coverage import ModeCoverageCallback
-from pipeline.cli import run_cli
+from pipeline.commands.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline import shards_command
 from pipeline.callbacks.image_metrics import ImageMetricsCallback
-from pipeline.cli import run_cli
+from pipeline.commands import shards as shards_command
+from pipeline.commands.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ["dcgan", "dcgan_cond", "wgan_gp_resnet", "sngan_hinge_resnet", "sngan_projection", "bigan"]

@@ -40,14 +40,14 @@ fi
 
 work=$(mktemp -d)
 export TORCH_EXTENSIONS_DIR="$work/torch_extensions"
-"$py" -m pipeline.cli shards --source sklearn-digits --resolution 64 --channels 3 --out "$work/digits64" >/dev/null
+"$py" -m pipeline.commands.cli shards --source sklearn-digits --resolution 64 --channels 3 --out "$work/digits64" >/dev/null
 
 rows=()
 run_config() {  # NAME STRATEGY CHANNELS_LAST
   local run="$work/run${#rows[@]}"
   local logger="{\"class_path\": \"pytorch_lightning.loggers.CSVLogger\", \"init_args\": {\"save_dir\": \"$run\"}}"
   echo "== $1: $steps steps, log in $run.log" >&2
-  if ! "$py" -m pipeline.cli fit --config "$root/configs/templates/dcgan_64.yaml" "${hardware[@]}" \
+  if ! "$py" -m pipeline.commands.cli fit --config "$root/configs/templates/dcgan_64.yaml" "${hardware[@]}" \
       --trainer.strategy "$2" --model.init_args.channels_last "$3" --trainer.precision bf16-mixed \
       --trainer.max_steps "$steps" --trainer.log_every_n_steps 1 --trainer.enable_progress_bar false \
       --trainer.default_root_dir "$run" --trainer.logger "$logger" \

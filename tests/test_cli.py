@@ -4,7 +4,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.cli import main
+from pipeline.commands.cli import main
 
 FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 

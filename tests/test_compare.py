@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 from test_wandb_run import fit_ring8
 
-from pipeline.cli import main
-from pipeline.run_reader import read_local_runs
+from pipeline.commands.cli import main
+from pipeline.tracking.run_reader import read_local_runs
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_compare_a_group_found_under_a_folder_against_kimg(two_runs, capsys):
           str(root / "kimg.png")])
     out = capsys.readouterr().out
     assert {a.id, b.id} <= set(section(out, "runs:")[1] + section(out, "runs:")[2])
-    assert [row[0] for row in section(out, "metrics:")[1:]] == ["loss/d", "loss/d_adv", "loss/g"]
-    assert "3 metric(s) against kimg" in out
+    assert [row[0] for row in section(out, "metrics:")[1:]] == ["loss/d", "loss/d_adv", "loss/g", "loss/g_adv"]
+    assert "4 metric(s) against kimg" in out
     with pytest.raises(SystemExit, match="no runs of group 'other'"):
         main(["compare", str(root), "--group", "other"])

@@ -4,7 +4,7 @@ reachable by name from configs and the command line."""
 import pytorch_lightning as pl
 import torch
 
-import pipeline.cli  # noqa: F401  the CLI's import registers the strategies
+import pipeline.commands.cli  # noqa: F401  the CLI's import registers the strategies
 from pipeline.strategies.two_player_ddp import TwoPlayerDDPStrategy, buckets
 
 

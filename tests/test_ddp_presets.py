@@ -16,7 +16,7 @@ import torch
 import yaml
 from ddp_launch import REPO
 
-from pipeline.shards_command import main as write_shards
+from pipeline.commands.shards import main as write_shards
 
 PRESETS = sorted(p for p in (REPO / "configs").glob("*.yaml") if "model" in (yaml.safe_load(p.read_text()) or {}))
 WORKER = Path(__file__).parent / "workers" / "ddp_presets_fit.py"

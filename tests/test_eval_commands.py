@@ -17,13 +17,13 @@ from datamodules.sample_indices import sample_index_loader
 from modules.bigan import BiGAN
 from modules.gan import GAN
 from modules.icgan import IcGAN
-from modules.losses import NonSaturatingLoss, WassersteinLoss
+from modules.losses import NonSaturatingLoss, RelativisticPairingLoss, WassersteinLoss
 from modules.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from pipeline import shards_command
 from pipeline.callbacks.image_metrics import ImageMetricsCallback
 from pipeline.callbacks.mode_coverage import ModeCoverageCallback
 from pipeline.callbacks.prediction_writer import PredictionWriter
-from pipeline.cli import main, run_cli
+from pipeline.commands import shards as shards_command
+from pipeline.commands.cli import main, run_cli
 from pipeline.metrics.feature_net import FeatureNet, save_feature_net
 
 STEPS = 200
@@ -166,6 +166,11 @@ def test_held_out_metrics_follow_the_loss_formulas():
     m = pl.Trainer(**EVAL).test(wgan, data, verbose=False)[0]
     assert m["test/critic_gap"] == pytest.approx(float(x[:, 0].mean()) - c)
     assert m["test/loss_d"] == pytest.approx(-m["test/critic_gap"])
+
+    rpgan = GAN(Constant([c, 0.0]), FirstCoordinate(), loss=RelativisticPairingLoss())
+    m = pl.Trainer(**EVAL).validate(rpgan, data, verbose=False)[0]
+    assert m["val/loss_d"] == pytest.approx(float(F.softplus(-(x[:, 0] - c)).mean()))  # each real paired with a fake
+    assert m["val/critic_gap"] == pytest.approx(float(x[:, 0].mean()) - c)
 
 
 class Identity(nn.Module):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from datamodules.webdataset_datamodule import WebDataModule
-from pipeline import shards_command
+from pipeline.commands import shards as shards_command
 from pipeline.metrics.class_coverage import ClassHistogram
 from pipeline.metrics.feature_net import FORMAT, FeatureNet, adapt_images, load_feature_net
 from pipeline.metrics.frechet import FeatureStats, frechet_distance_of

@@ -2,14 +2,15 @@
 
 import copy
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
 from datamodules.mixture_datamodule import MixtureDataModule
 from modules.gan import GAN
-from modules.losses import WassersteinLoss
+from modules.losses import NonSaturatingLoss, RelativisticPairingLoss, WassersteinLoss
 from modules.nets.mlp import MLPDiscriminator, MLPGenerator
-from modules.regularizers import gradient_penalty, r1_penalty
+from modules.regularizers import gradient_penalty, r1_penalty, r2_penalty
 
 
 def make_gan(**kwargs) -> GAN:
@@ -99,6 +100,63 @@ def test_gradient_penalty_is_zero_for_unit_gradient_linear_critic():
 def test_r1_is_squared_gradient_norm_on_reals():
     w = torch.tensor([1.0, 2.0, 2.0])
     assert abs(r1_penalty(linear_critic(w), torch.randn(16, 3)).item() - 9.0) < 1e-5
+
+
+def test_r2_is_zero_for_a_critic_constant_in_x_and_the_squared_gradient_norm_on_fakes():
+    weights = torch.nn.Parameter(torch.randn(3))
+    fake = torch.randn(16, 3) * weights  # fakes that depend on G's weights
+    assert r2_penalty(lambda x: (0 * x).sum(dim=1) + 3.0, fake).item() == 0.0
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0, 2.0]))  # D's weights
+    r2 = r2_penalty(linear_critic(w), fake)
+    assert r2.item() == pytest.approx(9.0, rel=1e-6)  # ||w||^2 at every sample
+    r2.backward()
+    assert torch.allclose(w.grad, 2 * w.detach())  # the penalty trains D ...
+    assert weights.grad is None  # ... and, taken w.r.t. the fakes themselves, nothing reaches G
+
+
+def test_r1_and_r2_weights_in_the_game_are_gamma_over_two_times_the_lazy_interval():
+    model = make_gan(r1_gamma=2.0, r2_gamma=0.5, r1_every=4)
+    w_real, w_fake = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 3.0])
+    metrics = {}
+    total = model.zero_centered_penalties(linear_critic(w_real), torch.randn(8, 2), linear_critic(w_fake),
+                                          torch.randn(8, 2), metrics)
+    assert metrics["reg/r1"].item() == pytest.approx(5.0) and metrics["reg/r2"].item() == pytest.approx(9.0)
+    assert total.item() == pytest.approx(0.5 * 4 * (2.0 * 5.0 + 0.5 * 9.0))
+
+
+class ScoresSeenByLoss(RelativisticPairingLoss):
+    """RpGAN that keeps the real scores its generator loss was given."""
+
+    def __init__(self):
+        self.real_scores = []
+
+    def generator(self, fake_scores, real_scores=None):
+        self.real_scores.append(real_scores)
+        return super().generator(fake_scores, real_scores)
+
+
+class LastBatch(pl.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batch = batch
+
+
+def test_relativistic_generator_step_scores_the_d_steps_reals_with_d_frozen():
+    loss, last = ScoresSeenByLoss(), LastBatch()
+    model = make_gan(loss=loss, n_critic=2)
+    fit(model, max_steps=3, callbacks=[last])
+    assert len(loss.real_scores) == 3
+    seen = loss.real_scores[-1]
+    assert not seen.requires_grad  # D frozen, reals detached: no gradient through D(x)
+    with torch.no_grad():  # D did not move in G's step: its scores of the last real batch are the ones G saw
+        assert torch.equal(seen, model.discriminator(last.batch))
+
+
+def test_non_relativistic_generator_step_scores_no_reals():
+    calls = []
+    model = make_gan(loss=NonSaturatingLoss())
+    model.discriminator.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    fit(model, max_steps=2)
+    assert len(calls) == 2 * 3  # per batch: D step on reals and fakes, G step on fakes only
 
 
 def test_spectral_norm_bounds_every_discriminator_layer():

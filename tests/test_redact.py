@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.redact import REDACTED, is_secret_name, redact, redact_argv, redact_text
+from pipeline.tracking.redact import REDACTED, is_secret_name, redact, redact_argv, redact_text
 
 
 @pytest.mark.parametrize("name", ["api_key", "WANDB_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.image_decode import decode_image
 from modules.nets.conditional import per_class_labels
-from pipeline import shards_command
-from pipeline.checkpoint_loading import load_module
-from pipeline.cli import main
+from pipeline.commands import shards as shards_command
+from pipeline.commands.checkpoint_loading import load_module
+from pipeline.commands.cli import main
 from pipeline.image_grid import make_grid
 
 SIZE, CLASSES, LATENT = 16, 3, 8

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from pipeline import cli, shards_command
+from pipeline.commands import cli
+from pipeline.commands import shards as shards_command
 
 
 def members(folder) -> dict[str, bytes]:

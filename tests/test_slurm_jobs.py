@@ -42,7 +42,7 @@ def cluster():
 
 def launch(cluster: SlurmCluster, out: Path, max_steps: int, *options: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "launch", "--config", "configs/ring8.yaml", "--nodes", "2",
+        [sys.executable, "-m", "pipeline.commands.cli", "launch", "--config", "configs/ring8.yaml", "--nodes", "2",
          "--gpus-per-node", "1", "--accelerator", "cpu", "--time", "10", "--signal-lead", "30", *options,
          "--job-name", "gf", "--out-dir", str(out), "--", *FIT_ARGS, "--trainer.max_steps", str(max_steps)],
         cwd=REPO, env=dict(cluster.env, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO)), capture_output=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import launch_command
+from pipeline.commands import launch as launch_command
 
 REPO = Path(__file__).resolve().parents[1]
 STUBS = {
@@ -56,7 +56,7 @@ def test_two_nodes_of_four_gpus(stubs):
     srun = run_script(script, stubs)
     assert srun[:2] == ["MASTER_ADDR=10.1.2.3", "MASTER_PORT=21234"]  # first node's NodeAddr, port from job id
     args = srun[2:]
-    assert args[0] == "--kill-on-bad-exit=1" and args[2:5] == ["-m", "pipeline.cli", "fit"]
+    assert args[0] == "--kill-on-bad-exit=1" and args[2:5] == ["-m", "pipeline.commands.cli", "fit"]
     options = dict(zip(args[5::2], args[6::2], strict=False))
     assert options["--config"] == "configs/ring8.yaml"
     assert (options["--trainer.num_nodes"], options["--trainer.devices"], options["--trainer.accelerator"],

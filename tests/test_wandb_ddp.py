@@ -7,7 +7,7 @@ from pathlib import Path
 
 from test_wandb_run import BATCH, fit_args
 
-from pipeline.run_reader import read_local_runs
+from pipeline.tracking.run_reader import read_local_runs
 
 STEPS = 10
 
@@ -17,8 +17,8 @@ def test_two_process_ddp_fit_creates_one_run(tmp_path):
     args = fit_args(tmp_path, "--trainer.devices", "2", "--trainer.strategy", "ddp_find_unused_parameters_true",
                     steps=STEPS, evaluate=False)
     env = {**os.environ, "WANDB_MODE": "offline"}
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=Path(__file__).parents[1], env=env,
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, "-m", "pipeline.commands.cli", *args], cwd=Path(__file__).parents[1],
+                          env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list(tmp_path.rglob("run-*.wandb"))) == 1
     (run,) = read_local_runs(tmp_path / "wandb")

@@ -5,7 +5,7 @@ import socket
 import pytest
 import torch
 
-from pipeline.wandb_logger import GanForgeWandbLogger, is_reachable
+from pipeline.tracking.wandb_logger import GanForgeWandbLogger, is_reachable
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from test_wandb_run import BATCH, fit_ring8
 
-from pipeline.run_reader import read_local_runs
+from pipeline.tracking.run_reader import read_local_runs
 
 
 def test_resumed_fit_keeps_the_run_id(tmp_path, monkeypatch):

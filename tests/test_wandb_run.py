@@ -13,9 +13,9 @@ import yaml
 from PIL import Image
 
 from datamodules.mixture_datamodule import MixtureDataModule
-from pipeline.cli import main
-from pipeline.redact import REDACTED
-from pipeline.run_reader import read_local_runs
+from pipeline.commands.cli import main
+from pipeline.tracking.redact import REDACTED
+from pipeline.tracking.run_reader import read_local_runs
 
 BATCH = 64
 STEPS = 40

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import main
-from pipeline.wandb_logger import METRIC_GOALS
+from pipeline.commands.cli import main
+from pipeline.tracking.wandb_logger import METRIC_GOALS
 
 SWEEP = Path(__file__).parents[1] / "configs" / "sweep_lr_ncritic.yaml"
 
@@ -24,7 +24,7 @@ def test_sweep_command_parses_with_the_agents_arguments(capsys):
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["model"]["init_args"]["lr_g"] == trial["model.init_args.lr_g"] == 1e-3
     assert config["model"]["init_args"]["n_critic"] == 5
-    assert config["trainer"]["logger"]["class_path"] == "pipeline.wandb_logger.GanForgeWandbLogger"
+    assert config["trainer"]["logger"]["class_path"] == "pipeline.tracking.wandb_logger.GanForgeWandbLogger"
     assert config["trainer"]["logger"]["init_args"]["group"] == "sweep-lr-ncritic"
     assert config["trainer"]["logger"]["init_args"]["project"] == sweep["project"]
 

@@ -24,7 +24,7 @@ from servers import http_server, s3_server
 from datamodules.image_decode import decode_image
 from datamodules.tar_reader import read_tar_samples
 from datamodules.webdataset_datamodule import WebDataModule
-from pipeline import shards_command
+from pipeline.commands import shards as shards_command
 
 N, SIZE, CLASSES = 240, 8, 5
 

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from pipeline import shards_command
+from pipeline.commands import shards as shards_command
 
 N = 240
 TRAIN = '''

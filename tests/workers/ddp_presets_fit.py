@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.cli import run_cli
+from pipeline.commands.cli import run_cli
 
 STEPS = 3
 

@@ -30,8 +30,8 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
-from pipeline.redact import redact, redact_argv
-from pipeline.run_record import CHECKPOINT_KEY
+from pipeline.tracking.redact import redact, redact_argv
+from pipeline.tracking.run_record import CHECKPOINT_KEY
 
 # Metrics with a direction, for the run summary's best values and for `ganforge compare`.
 METRIC_GOALS: dict[str, Literal["min", "max"]] = {
@@ -42,7 +42,7 @@ _PROBE_TIMEOUT_S = 1.0
 
 
 class GanForgeWandbLogger(WandbLogger):
-    """Select with ``trainer.logger: {class_path: pipeline.wandb_logger.GanForgeWandbLogger}``.
+    """Select with ``trainer.logger: {class_path: pipeline.tracking.wandb_logger.GanForgeWandbLogger}``.
 
     Args:
         project, entity: where the run goes on W&B.

@@ -17,7 +17,7 @@ import yaml
 from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
-from pipeline.redact import redact, redact_argv
+from pipeline.tracking.redact import redact, redact_argv
 
 CHECKPOINT_KEY = "run_record"  # a checkpoint's copy of its run's record, with its W&B run id and best values
 _PACKAGES = ("torch", "pytorch-lightning", "lightning", "wandb", "numpy", "jsonargparse", "webdataset", "deepspeed",
@@ -32,7 +32,7 @@ _MAX_SHARD_URLS = 256  # beyond this the record keeps the count and the first UR
 def run_record(trainer: pl.Trainer) -> dict[str, Any]:
     """Everything about a run that its config does not hold (not yet redacted)."""
     record = {
-        "git": git_state(Path(__file__).resolve().parents[1]),
+        "git": git_state(Path(__file__).resolve().parents[2]),
         "packages": package_versions(),
         "command": sys.argv,
         "distributed": {

@@ -16,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.run_reader import RecordedRun, read_runs  # noqa: E402
-from pipeline.wandb_logger import METRIC_GOALS  # noqa: E402
+from pipeline.tracking.run_reader import RecordedRun, read_runs  # noqa: E402
+from pipeline.tracking.wandb_logger import METRIC_GOALS  # noqa: E402
 
 _NOT_METRICS = ("_", "trainer/global_step", "epoch")  # W&B's bookkeeping and the x-axes
 _MAX_CELL = 48

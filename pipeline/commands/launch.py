@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "slurm" / "train.sbatch"
+TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "train.sbatch"
 STARTUP_MARGIN_S = 60  # a job needs this long to start training after the signal lead is subtracted
 _FIELD = re.compile(r"{{(\w+)}}")
 

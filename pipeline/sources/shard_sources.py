@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from datamodules.image_decode import IMAGE_EXTENSIONS
-from pipeline.idx_files import find_idx, read_idx
-from pipeline.pinned_pickle import load_pinned_pickle
+from pipeline.sources.idx_files import find_idx, read_idx
+from pipeline.sources.pinned_pickle import load_pinned_pickle
 
 _FOLDER_EXTENSIONS = frozenset(f".{ext}" for ext in (*IMAGE_EXTENSIONS, "tif", "tiff", "gif"))
 SPLITS = ("train", "test")

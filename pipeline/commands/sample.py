@@ -19,9 +19,9 @@ from torch import Tensor
 
 from modules.icgan import IcGAN
 from modules.nets.conditional import per_class_labels
-from pipeline.checkpoint_loading import load_module
+from pipeline.commands.checkpoint_loading import load_module
 from pipeline.image_grid import save_grid
-from pipeline.real_images import load_real_images
+from pipeline.sources.real_images import load_real_images
 
 _DEFAULT_SAMPLES, _DEFAULT_EDITS = 64, 8
 

@@ -17,8 +17,8 @@ import re
 import time
 
 from datamodules.image_decode import resize_and_crop
-from pipeline.shard_sources import IDX_DATASETS, NAMED_SOURCES, SPLITS, open_source
-from pipeline.shard_writer import ShardWriter, encode_image
+from pipeline.sources.shard_sources import IDX_DATASETS, NAMED_SOURCES, SPLITS, open_source
+from pipeline.sources.shard_writer import ShardWriter, encode_image
 
 _MODES = {1: "L", 3: "RGB"}
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}

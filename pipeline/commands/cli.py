@@ -10,23 +10,23 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.fit_command import GanForgeCLI
+    from pipeline.commands.fit import GanForgeCLI
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
     """``ganforge fit|validate|test|predict ARGS`` (or, with ``run=False``, the parsed fit config's model,
     datamodule and trainer)."""
-    from pipeline.fit_command import build_cli
+    from pipeline.commands.fit import build_cli
 
     return build_cli(args, run)
 
 
 # ganforge's own subcommands: name -> module with a ``main(argv)``.
 SUBCOMMANDS = {
-    "sample": "pipeline.sample_command",
-    "shards": "pipeline.shards_command",
-    "launch": "pipeline.launch_command",
-    "compare": "pipeline.compare_command",
+    "sample": "pipeline.commands.sample",
+    "shards": "pipeline.commands.shards",
+    "launch": "pipeline.commands.launch",
+    "compare": "pipeline.commands.compare",
 }
 
 

@@ -14,8 +14,8 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 import pipeline.strategies  # noqa: F401  registers the ddp_gan and deepspeed_gan strategies
 from pipeline.callbacks.prediction_writer import PredictionWriter
-from pipeline.run_record import RunRecordCallback
-from pipeline.wandb_logger import GanForgeWandbLogger
+from pipeline.tracking.run_record import RunRecordCallback
+from pipeline.tracking.wandb_logger import GanForgeWandbLogger
 
 # A fit evaluates in its callbacks, every N generator steps; validation loops would change what it runs (and
 # slow it) only because the modules can validate. ``--trainer.limit_val_batches N`` turns them on.

@@ -1,0 +1,1 @@
+"""ganforge's commands: the CLI entry point and one module per subcommand."""

@@ -1,0 +1,1 @@
+"""Data sources: dataset importers and the WebDataset shard writer."""

@@ -1,0 +1,1 @@
+"""Run tracking: the W&B logger, the run record and its reader, secret redaction."""
