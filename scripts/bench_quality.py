@@ -61,7 +61,7 @@ def run_once(preset: str, extra: list[str], workdir: Path, grids: Path) -> tuple
     start = time.perf_counter()
     cli = run_cli(args)
     seconds = time.perf_counter() - start
-    metrics = next(c for c in cli.trainer.callbacks if isinstance(c, ImageMetricsCallback)).history[-1][1]
+    metrics = next(c for c in cli.trainer.callbacks if isinstance(c, ImageMetricsCallback)).evaluations[-1][1]
     grids.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(max((root / "samples").glob("grid_*.png")), grids / f"{preset}.png")
     return metrics, seconds

@@ -82,10 +82,10 @@ def logged_rows(trainer: pl.Trainer) -> list[dict[str, str]]:
 def test_logged_metrics_equal_a_recomputation_from_the_same_codes_and_real_images(digits, tmp_path):
     trainer, model, callback = fit(digits, tmp_path, steps=4, every_n_steps=2)
     rows = logged_rows(trainer)
-    assert [step for step, _ in callback.history] == [2, 4]  # every 2 generator steps; the end (4) not twice
+    assert [step for step, _ in callback.evaluations] == [2, 4]  # every 2 generator steps; the end (4) not twice
     # logged at the step Lightning stamps on the module's own metrics of that batch (batches count from 0)
     assert [int(row["step"]) for row in rows] == [1, 3]
-    final = callback.history[-1][1]
+    final = callback.evaluations[-1][1]
     assert float(rows[-1]["metrics/fd_indomain"]) == pytest.approx(final["metrics/fd_indomain"], rel=1e-6)
     assert float(trainer.callback_metrics["metrics/class_kl"]) == pytest.approx(final["metrics/class_kl"])
 
@@ -141,7 +141,7 @@ def test_real_statistics_are_computed_once_per_dataset_and_sample_count(digits, 
     assert second.real_from_cache == {"indomain": True} and files[0].stat().st_mtime_ns == stamp
     (stats_a, _), (stats_b, _) = first.real["indomain"], second.real["indomain"]
     assert int(stats_b.n) == NUM_SAMPLES and torch.equal(stats_a.outer, stats_b.outer)
-    assert first.history[-1][1] == second.history[-1][1]  # the same codes and weights: the same numbers
+    assert first.evaluations[-1][1] == second.evaluations[-1][1]  # the same codes and weights: the same numbers
     _, _, other = fit(digits, tmp_path, steps=1, every_n_steps=0, num_samples=60)
     assert other.real_from_cache == {"indomain": False} and len(list((tmp_path / "cache").iterdir())) == 2
 
@@ -151,12 +151,12 @@ def test_two_ddp_ranks_log_what_one_process_logs(digits, tmp_path):
     ranks = [torch.load(tmp_path / "ddp" / f"rank{rank}.pt") for rank in range(2)]
     _, _, single = fit(digits, tmp_path / "single", steps=1, frozen=True, every_n_steps=0)
     assert [r["world_size"] for r in ranks] == [2, 2]
-    assert ranks[0]["history"] == ranks[1]["history"]  # every rank holds rank 0's numbers
+    assert ranks[0]["evaluations"] == ranks[1]["evaluations"]  # every rank holds rank 0's numbers
     real = ranks[0]["real"]
     assert int(real["n"]) == NUM_SAMPLES  # both ranks' shares of the reference set, summed
     # float32 features of other batch groupings (each rank its share), summed in float64
     assert torch.allclose(real["outer"], single.real["indomain"][0].outer, rtol=1e-6)
-    (step, ddp_metrics), (_, single_metrics) = ranks[0]["history"][-1], single.history[-1]
+    (step, ddp_metrics), (_, single_metrics) = ranks[0]["evaluations"][-1], single.evaluations[-1]
     assert step == 1 and ddp_metrics.keys() == single_metrics.keys()
     for name, value in single_metrics.items():
         assert ddp_metrics[name] == pytest.approx(value, rel=1e-6), name
@@ -166,7 +166,7 @@ def worker(digits: Path, out: Path) -> None:
     torch.set_num_threads(1)
     trainer, _, callback = fit(digits, out, steps=1, devices=2, frozen=True, every_n_steps=0)
     real = callback.real["indomain"][0].state_dict() if trainer.is_global_zero else None  # kept on rank 0
-    torch.save({"world_size": trainer.world_size, "history": callback.history, "real": real},
+    torch.save({"world_size": trainer.world_size, "evaluations": callback.evaluations, "real": real},
                out / f"rank{trainer.global_rank}.pt")
 
 

@@ -22,7 +22,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from pipeline.callbacks.periodic import PeriodicCallback, log_metrics
+from pipeline.callbacks.periodic import PeriodicCallback
 from pipeline.metrics.class_coverage import ClassHistogram
 from pipeline.metrics.feature_net import FeatureNet, load_feature_net
 from pipeline.metrics.frechet import FeatureStats, frechet_distance_of
@@ -72,7 +72,6 @@ class ImageMetricsCallback(PeriodicCallback):
         self.inception: InceptionFeatures | None = None
         self.real: dict[str, tuple[FeatureStats, Tensor | None]] = {}  # rank 0 only: per extractor
         self.real_from_cache: dict[str, bool] = {}
-        self.history: list[tuple[int, dict[str, float]]] = []
 
     # ---- start: extractors (fail fast), then the real statistics --------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -138,8 +137,7 @@ class ImageMetricsCallback(PeriodicCallback):
         fake = accumulator.finish(trainer)
         metrics = self._metrics(fake, accumulator.classes) if trainer.is_global_zero else None
         metrics = trainer.strategy.broadcast(metrics)
-        self.history.append((self.evaluated_step(trainer), metrics))
-        log_metrics(trainer, metrics)
+        self.record(trainer, metrics)
         rank_zero_info(f"generator step {self.evaluated_step(trainer)}: "
                        + ", ".join(f"{name.removeprefix('metrics/')} {value:.4g}" for name, value in metrics.items()))
         trainer.callback_metrics.update({name: torch.tensor(value) for name, value in metrics.items()})

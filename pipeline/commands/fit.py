@@ -4,16 +4,19 @@ LightningDataModule, so that every module, datamodule, trainer, logger and callb
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback
+from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 import pipeline.strategies  # noqa: F401  registers the ddp_gan and deepspeed_gan strategies
+from pipeline.callbacks.gan_progress import GanProgressBar
 from pipeline.callbacks.prediction_writer import PredictionWriter
+from pipeline.callbacks.run_summary import RunSummaryCallback
+from pipeline.commands.quiet import silence_irrelevant_output
 from pipeline.tracking.run_record import RunRecordCallback
 from pipeline.tracking.wandb_logger import GanForgeWandbLogger
 
@@ -51,6 +54,12 @@ class GanForgeCLI(LightningCLI):
             raise SystemExit(f"ganforge {self.subcommand}: error: {type(self.model).__name__} has no {step}; "
                              f"{self.subcommand} runs GAN modules (modules.gan.GAN and its subclasses)")
 
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = self._get(self.config_init, "trainer", default={})
+        kwargs.setdefault("callbacks", default_callbacks(trainer.get("callbacks"), trainer.get("enable_progress_bar"),
+                                                         self.subcommand in (None, "fit")))
+        return super().instantiate_trainer(**kwargs)
+
     def before_fit(self) -> None:
         # W&B starts its run before any callback or checkpoint hook: only here is the resumed checkpoint known.
         for logger in self.trainer.loggers:
@@ -62,13 +71,22 @@ class GanForgeCLI(LightningCLI):
             self.trainer.callbacks.append(PredictionWriter())
 
 
-# Deliberate, so not worth a warning on every run: the EMA generator lives in eval mode; a shard stream's
-# __len__ is the per-rank epoch length that every worker shares (see datamodules/); runs count steps, so
-# logging intervals may span epochs; step checkpoints hold the weights after the step (what exact resume needs).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
-warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
+silence_irrelevant_output()
+
+
+def default_callbacks(callbacks: Callback | list[Callback] | None, enable_progress_bar: bool | None,
+                      fitting: bool) -> list[Callback]:
+    """The configured callbacks, plus what every ganforge run shows where the config names none: the GAN
+    progress display (unless ``trainer.enable_progress_bar`` is false, which also drops a configured one) and,
+    in a fit, the run summary at the end."""
+    chosen = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    if enable_progress_bar is False:
+        chosen = [callback for callback in chosen if not isinstance(callback, ProgressBar)]
+    elif not any(isinstance(callback, ProgressBar) for callback in chosen):
+        chosen.append(GanProgressBar())
+    if fitting and not any(isinstance(callback, RunSummaryCallback) for callback in chosen):
+        chosen.append(RunSummaryCallback())
+    return chosen
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:

@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
-import torch
-from torch import Tensor
-
-from modules.icgan import IcGAN
-from modules.nets.conditional import per_class_labels
-from pipeline.commands.checkpoint_loading import load_module
-from pipeline.image_grid import save_grid
-from pipeline.sources.real_images import load_real_images
+if TYPE_CHECKING:  # torch and Lightning load after the arguments are parsed: --help and bad options answer fast
+    import pytorch_lightning as pl
+    from torch import Tensor
 
 _DEFAULT_SAMPLES, _DEFAULT_EDITS = 64, 8
 
@@ -66,6 +61,11 @@ def check_args(args: argparse.Namespace) -> None:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     check_args(args)
+    import torch
+
+    from pipeline.commands.checkpoint_loading import load_module
+    from pipeline.image_grid import save_grid
+
     model = load_module(args.ckpt)
     if args.edit_class is not None:
         images, nrow = edit_grid(model, args)
@@ -87,6 +87,10 @@ def main(argv: list[str]) -> None:
 
 def samples(model: pl.LightningModule, args: argparse.Namespace) -> tuple[Tensor, int | None]:
     """Plain samples, or ``--per-class`` K of each class (class-major: the grid's rows are the classes)."""
+    import torch
+
+    from modules.nets.conditional import per_class_labels
+
     num_classes = getattr(model, "num_classes", 0)
     num, labels, nrow = args.num or _DEFAULT_SAMPLES, None, args.nrow
     if args.per_class is not None:
@@ -103,6 +107,11 @@ def samples(model: pl.LightningModule, args: argparse.Namespace) -> tuple[Tensor
 
 def edit_grid(model: pl.LightningModule, args: argparse.Namespace) -> tuple[Tensor, int]:
     """(N, 2 + targets, C, H, W): each real image, its reconstruction, then its edit into each target class."""
+    import torch
+
+    from modules.icgan import IcGAN
+    from pipeline.sources.real_images import load_real_images
+
     if not isinstance(model, IcGAN):
         raise ValueError(f"--edit-class: checkpoint {args.ckpt} holds {type(model).__name__}, not IcGAN; "
                          "fit IcGAN's encoders (modules.icgan.IcGAN) to this generator and pass that checkpoint")
@@ -119,7 +128,7 @@ def edit_grid(model: pl.LightningModule, args: argparse.Namespace) -> tuple[Tens
     return torch.stack([x, model.reconstruct(x), *edits], dim=1), 2 + len(targets)
 
 
-def save_scatter(points: torch.Tensor, path: Path) -> None:
+def save_scatter(points: Tensor, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
