@@ -36,7 +36,8 @@ class RunSummaryCallback(pl.Callback):
         self.earlier_wall_time_s = 0.0  # sessions before this one (from the checkpoint)
         self._session_start: float | None = None
         self._recent: deque[tuple[float, int]] = deque(maxlen=window + 1)
-        self._summary: list[str] = []
+        self._wall_time_at_end = 0.0
+        self._tracked_runs: list[str] = []
 
     def wall_time_s(self) -> float:
         session = 0.0 if self._session_start is None else time.perf_counter() - self._session_start
@@ -45,7 +46,6 @@ class RunSummaryCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._session_start = time.perf_counter()
         self._recent.clear()
-        self._summary = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         seen = getattr(pl_module, "images_seen", None)
@@ -63,13 +63,15 @@ class RunSummaryCallback(pl.Callback):
         if seen is not None:
             totals["run/final_kimg"] = seen / 1000.0
         log_metrics(trainer, totals)
-        if trainer.is_global_zero:  # W&B's run is still open here; the block prints after the loggers close
-            self._summary = summary_lines(trainer, pl_module, self.wall_time_s())
+        self._wall_time_at_end = self.wall_time_s()
+        if trainer.is_global_zero:  # W&B's run is open until the loggers close, before on_fit_end
+            self._tracked_runs = tracked_runs(trainer)
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._summary:
-            print("\n".join(self._summary), flush=True)
+        """After every callback's end of training (the last evaluation, the last checkpoint)."""
+        lines = summary_lines(trainer, pl_module, self._wall_time_at_end) + self._tracked_runs
+        print("\n".join(lines), flush=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"wall_time_s": self.wall_time_s()}
@@ -79,7 +81,7 @@ class RunSummaryCallback(pl.Callback):
 
 
 def summary_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, wall_time_s: float) -> list[str]:
-    """The end-of-fit block, one fact a line."""
+    """The end-of-fit block, one fact a line (the loggers' runs: tracked_runs)."""
     seen = getattr(pl_module, "images_seen", None)
     head = f"{trainer.global_step} generator steps"
     if getattr(pl_module, "d_steps", None) is not None:
@@ -109,6 +111,12 @@ def summary_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, wall_time_
     images = sorted(samples.glob("*.png")) if samples.is_dir() else []
     if images:
         lines.append(_row("sample images", f"{samples} ({len(images)}, latest {images[-1].name})"))
+    return lines
+
+
+def tracked_runs(trainer: pl.Trainer) -> list[str]:
+    """Where each logger keeps the run (W&B: the local run folder, and its page when online)."""
+    lines = []
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             run = logger.experiment

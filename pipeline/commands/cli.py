@@ -68,13 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     if "-h" in args or "--help" in args:
         from pipeline.commands.help_cache import print_help
 
-        print_help(args, lambda: run_cli(args))
+        print_help(args, lambda: run_cli(argv))
     with one_line_errors(command):
         if command in LIGHTNING_SUBCOMMANDS:
             from pipeline.commands.config_check import check_config_keys
 
             check_config_keys(command, args[1:])
-        run_cli(args)
+        run_cli(argv)  # None: LightningCLI reads sys.argv itself
 
 
 @contextmanager

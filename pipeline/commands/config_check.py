@@ -28,6 +28,7 @@ _SKIPPED = {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule
             "validate": {"model", "dataloaders", "datamodule"}, "test": {"model", "dataloaders", "datamodule"},
             "predict": {"model", "dataloaders", "datamodule"}}
 _TRAINER = "pytorch_lightning.trainer.trainer.Trainer"
+_ACTIONS = {"print_config", "help", "config"}  # options that are not config keys
 _CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
@@ -69,7 +70,7 @@ def _sources(args: list[str]) -> list[tuple[str, dict[str, Any]]]:
             loaded = yaml.safe_load(path.read_text())
             if isinstance(loaded, dict):
                 sources.append((value, loaded))
-        elif name.startswith("--") and name[2:].split(".")[0] in _CLI_KEYS and not name.endswith(("+", ".help")):
+        elif name.startswith("--") and name[2:].split(".")[0] not in _ACTIONS and not name.endswith(("+", ".help")):
             nested: dict[str, Any] = {}
             *parents, leaf = name[2:].split(".")
             node = nested

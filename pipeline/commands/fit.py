@@ -71,9 +71,6 @@ class GanForgeCLI(LightningCLI):
             self.trainer.callbacks.append(PredictionWriter())
 
 
-silence_irrelevant_output()
-
-
 def default_callbacks(callbacks: Callback | list[Callback] | None, enable_progress_bar: bool | None,
                       fitting: bool) -> list[Callback]:
     """The configured callbacks, plus what every ganforge run shows where the config names none: the GAN
@@ -90,6 +87,7 @@ def default_callbacks(callbacks: Callback | list[Callback] | None, enable_progre
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
+    silence_irrelevant_output()
     # Any LightningModule: the GAN variants (modules.gan.GAN and subclasses) and IcGAN's encoder fitting.
     return GanForgeCLI(
         pl.LightningModule,
