@@ -26,6 +26,7 @@ from pipeline.commands import shards as shards_command
 from pipeline.metrics.class_coverage import ClassHistogram
 from pipeline.metrics.feature_net import FeatureNet, load_feature_net, save_feature_net
 from pipeline.metrics.frechet import FeatureStats, frechet_distance_of
+from pipeline.metrics.precision_recall import precision_recall
 
 NUM_SAMPLES, BATCH, SEED = 100, 32, 7  # 4 chunks of latent codes, the last one partial
 
@@ -94,13 +95,16 @@ def test_logged_metrics_equal_a_recomputation_from_the_same_codes_and_real_image
     net = load_feature_net(str(digits / "net.pt"))
     real, fake = FeatureStats.empty(net.feature_dim), FeatureStats.empty(net.feature_dim)
     classes = ClassHistogram.empty(10)
+    real_features, fake_features = [], []
     for images, _ in make_data(digits).reference_batches(NUM_SAMPLES, 64):
         real.update(net(images)[0])
+        real_features.append(net(images)[0])
     for chunk in range(4):
         indices = torch.arange(chunk * BATCH, min((chunk + 1) * BATCH, NUM_SAMPLES))
         images = model.sample(len(indices), labels=indices % 10, seed=SEED * 1_000_003 + chunk)
         features, logits = net(images)
         fake.update(features)
+        fake_features.append(features)
         classes.update(logits, indices % 10)
     assert int(real.n) == int(fake.n) == NUM_SAMPLES
     assert final["metrics/fd_indomain"] == pytest.approx(frechet_distance_of(real, fake), rel=1e-6)
@@ -112,6 +116,10 @@ def test_logged_metrics_equal_a_recomputation_from_the_same_codes_and_real_image
     correct = sum(int((net(model.sample(len(i), labels=i % 10, seed=SEED * 1_000_003 + c))[1].argmax(1) == i % 10)
                       .sum()) for c, i in enumerate(torch.arange(NUM_SAMPLES).split(BATCH)))
     assert final["metrics/class_accuracy"] == pytest.approx(correct / NUM_SAMPLES, abs=1e-12)
+    # k-NN metrics on the same in-domain features (no Inception here), k = 3
+    by_hand = precision_recall(torch.cat(real_features), torch.cat(fake_features), k=3).as_dict()
+    assert {name: final[name] for name in by_hand} == pytest.approx(by_hand, abs=1e-12)
+    assert float(rows[-1]["metrics/recall"]) == final["metrics/recall"]  # logged as computed
 
 
 @pytest.mark.parametrize("inception, message", [
