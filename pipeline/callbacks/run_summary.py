@@ -105,8 +105,8 @@ def summary_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, wall_time_
                           + ", ".join(f"{_short(m)} {value:.4g}" for m, value in metrics.items())))
     checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
     for cb in checkpoints[:1]:
-        last = Path(cb.last_model_path).name if cb.last_model_path else None
-        lines.append(_row("checkpoints", f"{cb.dirpath}" + (f" (resume: {last})" if last else "")))
+        latest = cb.last_model_path or cb.best_model_path  # without a monitor "best" is the latest written
+        lines.append(_row("checkpoints", f"{cb.dirpath}" + (f" (latest: {Path(latest).name})" if latest else "")))
     samples = samples_dir(trainer, create=False)
     images = sorted(samples.glob("*.png")) if samples.is_dir() else []
     if images:

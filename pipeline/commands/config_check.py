@@ -73,10 +73,14 @@ def _sources(args: list[str]) -> list[tuple[str, dict[str, Any]]]:
         elif name.startswith("--") and name[2:].split(".")[0] not in _ACTIONS and not name.endswith(("+", ".help")):
             nested: dict[str, Any] = {}
             *parents, leaf = name[2:].split(".")
+            option = _option_value(value)
+            if leaf == "class_path" and parents:  # --model.class_path X is --model X
+                *parents, leaf = parents
+                option = _Replaces(class_path=value)
             node = nested
             for part in parents:
                 node = node.setdefault(part, {})
-            node[leaf] = _option_value(value)
+            node[leaf] = option
             sources.append(("the command line", nested))
     return sources
 
