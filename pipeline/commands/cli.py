@@ -104,7 +104,7 @@ def user_error_message(err: BaseException) -> str | None:
 
 
 _USER_ERRORS = ("ValueError", "ConfigKeyError", "FileNotFoundError", "NotADirectoryError", "IsADirectoryError",
-                "PermissionError", "MisconfigurationException")
+                "PermissionError", "ConnectionError", "MisconfigurationException")
 
 
 def _is_user_error(kind: str, message: str) -> bool:

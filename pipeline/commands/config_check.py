@@ -144,7 +144,7 @@ def _unknown(path: tuple[str, ...], accepted: set[str], owner: str, origins: dic
     key = path[-1]
     close = difflib.get_close_matches(key, sorted(accepted), n=1)
     hint = f"did you mean {close[0]}?" if close else f"it takes: {', '.join(sorted(accepted))}"
-    where = origins.get(path, "the config")
+    where = next((origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins), "the config")
     return ConfigKeyError(f"{where}: {'.'.join(path)} is not an option of {owner}; {hint}")
 
 
