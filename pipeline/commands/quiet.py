@@ -7,6 +7,7 @@ Each entry says why it does not apply; anything else still prints.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 _IGNORED_WARNINGS = (
@@ -31,9 +32,22 @@ class _DropInfo(logging.Filter):
         return not str(record.msg).startswith(_IGNORED_INFO)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """ganforge's own data warnings (a skipped shard, an undecodable sample) as one line: they name what was
+    skipped, so the source line warnings would print under them says nothing."""
+    if issubclass(category, RuntimeWarning) and str(message).startswith("data: "):
+        print(f"ganforge: warning: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_default_show_warning = warnings.showwarning
+
+
 def silence_irrelevant_output() -> None:
     for message, category in _IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    warnings.showwarning = _show_warning
     info = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropInfo) for f in info.filters):
         info.addFilter(_DropInfo())
