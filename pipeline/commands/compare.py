@@ -44,11 +44,14 @@ def main(argv: list[str]) -> None:
     print(metrics_table(series, labels, metrics))
     plotted = plottable(series, metrics)
     if not plotted:
-        print(f"\nnothing to plot: the runs logged no metric but their totals (in the table above); "
+        print(f"\nnothing to plot: the runs logged no finite metric but their totals (in the table above); "
               f"{args.out} not written")
         return
     plot_curves(series, labels, plotted, args.x, args.out)
     print(f"\nwrote {args.out}: {len(plotted)} metric(s) against {'kimg' if args.x == 'kimg' else 'step'}")
+    unplotted = [m for m in metrics if m not in plotted and not m.startswith("run/")]
+    if unplotted:
+        print(f"not plotted (no finite value): {', '.join(unplotted)}")
 
 
 def run_labels(runs: list[RecordedRun]) -> list[str]:
@@ -148,8 +151,10 @@ def metrics_table(series: list[dict[str, Series]], labels: list[str], metrics: l
 
 
 def plottable(series: list[dict[str, Series]], metrics: list[str]) -> list[str]:
-    """Every metric with a point in some run, but the run totals (``run/*``: one value at the end, in the table)."""
-    return [m for m in metrics if not m.startswith("run/") and any(m in run_series for run_series in series)]
+    """Every metric with a finite point in some run, but the run totals (``run/*``: one value at the end, in the
+    table)."""
+    return [m for m in metrics if not m.startswith("run/")
+            and any(m in run_series and np.isfinite(run_series[m][1]).any() for run_series in series)]
 
 
 def plot_curves(series: list[dict[str, Series]], labels: list[str], plotted: list[str], x: str, out: Path) -> None:
@@ -166,7 +171,7 @@ def plot_curves(series: list[dict[str, Series]], labels: list[str], plotted: lis
         for label, run_series in zip(labels, series, strict=True):
             if metric in run_series:
                 xs, ys = run_series[metric]
-                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=label)  # one point: a dot
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=4, label=label)  # one point: a dot
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel("kimg" if x == "kimg" else "generator step", fontsize=8)
         ax.tick_params(labelsize=7)
