@@ -46,7 +46,7 @@ def test_typo_in_a_key_fails_before_any_compute(tmp_path):
      "{config}: model.init_args.discriminator.init_args.layer is not an option of modules.nets.mlp.MLPDiscriminator; "
      "did you mean layers?"),
     (("every_n_train_steps: 500", "every_n_train_step: 500"),
-     "{config}: trainer.callbacks.1.init_args.every_n_train_step is not an option of "
+     "{config}: trainer.callbacks.2.init_args.every_n_train_step is not an option of "
      "pytorch_lightning.callbacks.ModelCheckpoint; did you mean every_n_train_steps?"),
 ])
 def test_a_typo_in_a_config_file_names_the_file_the_key_and_the_nearest_option(tmp_path, edit, message):
