@@ -16,7 +16,7 @@ from pipeline.callbacks.run_summary import RunSummaryCallback
 from pipeline.commands.cli import run_cli
 
 STEPS, BATCH = 20, 64
-LINE = re.compile(r"step (\d+)/(\d+) +(\d+)% +([\d.]+) kimg +([\d.e+]+) s/kimg +([\d.e+]+) img/s"
+LINE = re.compile(r"step +(\d+)/(\d+) +(\d+)% +([\d.]+) kimg +([\d.e+]+) s/kimg +([\d.e+]+) img/s"
                   r" +ETA (\d+):(\d\d):(\d\d) +loss/d \S+ +loss/g \S+")
 
 

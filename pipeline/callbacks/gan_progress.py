@@ -109,7 +109,7 @@ class GanProgressBar(ProgressBar):
     def describe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
         """The current line (reads the logged values, so call it only when drawing)."""
         step, total = trainer.global_step, trainer.max_steps if trainer.max_steps > 0 else None
-        parts = [f"step {step}/{total}" if total else f"step {step}"]
+        parts = [f"step {step:>{len(str(total))}}/{total}" if total else f"step {step}"]  # aligned in log files
         if total:
             done = min(1.0, step / total)
             if not self._plain:
