@@ -106,11 +106,11 @@ def summary_lines(trainer: pl.Trainer, pl_module: pl.LightningModule, wall_time_
     checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
     for cb in checkpoints[:1]:
         latest = cb.last_model_path or cb.best_model_path  # without a monitor "best" is the latest written
-        lines.append(_row("checkpoints", f"{cb.dirpath}" + (f" (latest: {Path(latest).name})" if latest else "")))
+        lines.append(_row("checkpoints", _shown(cb.dirpath) + (f" (latest: {Path(latest).name})" if latest else "")))
     samples = samples_dir(trainer, create=False)
     images = sorted(samples.glob("*.png")) if samples.is_dir() else []
     if images:
-        lines.append(_row("sample images", f"{samples} ({len(images)}, latest {images[-1].name})"))
+        lines.append(_row("sample images", f"{_shown(samples)} ({len(images)}, latest {images[-1].name})"))
     return lines
 
 
@@ -121,10 +121,16 @@ def tracked_runs(trainer: pl.Trainer) -> list[str]:
         if isinstance(logger, WandbLogger):
             run = logger.experiment
             url = getattr(run, "url", None)
-            lines.append(_row("W&B run", f"{Path(run.dir).parent}" + (f" ({url})" if url else " (offline)")))
+            lines.append(_row("W&B run", _shown(Path(run.dir).parent) + (f" ({url})" if url else " (offline)")))
         elif getattr(logger, "log_dir", None):
-            lines.append(_row(f"{type(logger).__name__.removesuffix('Logger')} run", str(logger.log_dir)))
+            lines.append(_row(f"{type(logger).__name__.removesuffix('Logger')} run", _shown(logger.log_dir)))
     return lines
+
+
+def _shown(path: str | Path) -> str:
+    """Relative to the working directory when below it (as the configs name run folders), else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def _row(label: str, text: str) -> str:

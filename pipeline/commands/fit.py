@@ -74,13 +74,13 @@ class GanForgeCLI(LightningCLI):
 def default_callbacks(callbacks: Callback | list[Callback] | None, enable_progress_bar: bool | None,
                       fitting: bool) -> list[Callback]:
     """The configured callbacks, plus what every ganforge run shows where the config names none: the GAN
-    progress display (unless ``trainer.enable_progress_bar`` is false, which also drops a configured one) and,
-    in a fit, the run summary at the end."""
+    progress display (unless ``trainer.enable_progress_bar`` is false, which also drops a configured one), after
+    the other callbacks, and, in a fit, the run summary at the end."""
     chosen = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
-    if enable_progress_bar is False:
-        chosen = [callback for callback in chosen if not isinstance(callback, ProgressBar)]
-    elif not any(isinstance(callback, ProgressBar) for callback in chosen):
-        chosen.append(GanProgressBar())
+    bars = [callback for callback in chosen if isinstance(callback, ProgressBar)]
+    chosen = [callback for callback in chosen if not isinstance(callback, ProgressBar)]
+    if enable_progress_bar is not False:  # last: a step's line shows the evaluations made at that step
+        chosen += bars or [GanProgressBar()]
     if fitting and not any(isinstance(callback, RunSummaryCallback) for callback in chosen):
         chosen.append(RunSummaryCallback())
     return chosen
