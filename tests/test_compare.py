@@ -8,6 +8,7 @@ from PIL import Image
 from test_wandb_run import fit_ring8
 
 from pipeline.commands.cli import main
+from pipeline.commands.compare import metrics_table
 from pipeline.tracking.run_reader import read_local_runs
 
 
@@ -92,3 +93,13 @@ def test_a_run_with_one_point_per_metric_is_drawn_as_markers(tmp_path, capsys, m
     main(["compare", str(tmp_path / "one"), "--metrics", "run/*", "--out", str(tmp_path / "none.png")])
     out = capsys.readouterr().out
     assert "nothing to plot" in out and not (tmp_path / "none.png").exists()
+
+
+def test_the_table_gives_the_best_of_fidelity_diversity_and_distance_metrics():
+    steps = np.array([500.0, 1000.0, 1500.0])
+    values = {"metrics/precision": [0.46, 0.49, 0.48], "metrics/recall": [0.6, 0.9, 0.8],
+              "metrics/coverage": [0.2, 0.3, 0.35], "metrics/fd_indomain": [75, 35, 40.0]}
+    run = {name: (steps, np.array(series)) for name, series in values.items()}
+    rows = {row[0]: row[1] for row in section(metrics_table([run], ["a"], sorted(run)), "metrics:")[1:]}
+    assert rows == {"metrics/precision": "0.48 (best 0.49 @ 1000)", "metrics/recall": "0.8 (best 0.9 @ 1000)",
+                    "metrics/coverage": "0.35 (best 0.35 @ 1500)", "metrics/fd_indomain": "40 (best 35 @ 1000)"}
