@@ -102,16 +102,20 @@ def test_every_fit_gets_the_progress_bar_and_summary_unless_the_bar_is_turned_of
 
 
 def test_a_fit_logged_to_a_file_prints_plain_lines_and_no_irrelevant_warnings(tmp_path):
-    """`ganforge fit` as a SLURM job runs it: stdout to a file (not a terminal), stderr kept."""
+    """`ganforge fit` as a SLURM job runs it: stdout to a file (not a terminal), stderr kept; tracked by W&B
+    (offline, from conftest's environment)."""
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.commands.cli", "fit", "--config", "configs/ring8.yaml",
-         "--trainer.max_steps", str(STEPS), "--trainer.default_root_dir", str(tmp_path),
-         "--trainer.logger.init_args.save_dir", str(tmp_path), "--data.init_args.batch_size", str(BATCH)],
+         "--config", "configs/wandb.yaml", "--trainer.max_steps", str(STEPS),
+         "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+         "--data.init_args.batch_size", str(BATCH)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "\r" not in result.stdout
     steps = [line for line in result.stdout.splitlines() if line.startswith("step ")]
     assert len(steps) == 1 and steps[0].startswith(f"step {STEPS}/{STEPS} ")  # line_every 100: the end only
     assert f"── ganforge fit: {STEPS} generator steps" in result.stdout
-    for noise in ("LeafSpec", "💡", "litlogger", "litmodels", "srun", "TPU available", "Warning", "Traceback"):
+    assert re.search(r"\n  W&B run: +\S*wandb/offline-run-\S+ \(offline\)\n", result.stdout)
+    for noise in ("LeafSpec", "💡", "litlogger", "litmodels", "srun", "TPU available", "Warning", "WARNING",
+                  "anonymous", "Traceback"):
         assert noise not in result.stderr, (noise, result.stderr)

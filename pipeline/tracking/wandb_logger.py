@@ -73,6 +73,9 @@ class GanForgeWandbLogger(WandbLogger):
             self.id_source = "SLURM job"
         super().__init__(name=name, save_dir=save_dir, id=id, project=project, log_model=log_model, entity=entity,
                          group=group, job_type=job_type, tags=tags, notes=notes)
+        # Lightning passes anonymous=None, which W&B 0.31 warns about on every run ("has no effect")
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
         self.mode = mode
         self.best_of = dict(METRIC_GOALS if best_of is None else best_of)
         self.best: dict[str, tuple[float, int | None]] = {}
