@@ -57,6 +57,20 @@ def test_a_typo_in_a_config_file_names_the_file_the_key_and_the_nearest_option(t
     assert exit_info.value.code == "ganforge fit: error: " + message.format(config=config)
 
 
+@pytest.mark.parametrize("option, message", [
+    (("--model.init_args.lr_schedule", "cosine"),
+     "model.init_args.lr_schedule: Expected a typing.Literal['constant', 'linear']. Got value: cosine"),
+    (("--trainer.max_steps", "many"), "trainer.max_steps: Expected a <class 'int'>. Got value: many"),
+    (("--model.init_args.generator.class_path", "modules.nets.mlp.MLPGeneratr"),
+     "model.init_args.generator: module 'modules.nets.mlp' has no attribute 'MLPGeneratr'"),
+])
+def test_a_value_the_parser_refuses_is_one_line_with_its_full_key(capsys, option, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "configs/ring8.yaml", *option])
+    assert exit_info.value.code == f"ganforge fit: error: {message}"
+    assert "usage:" not in capsys.readouterr().err  # no usage dump
+
+
 def test_the_key_check_knows_every_top_level_key_of_the_real_parser(capsys):
     for subcommand in LIGHTNING_SUBCOMMANDS:
         with pytest.raises(SystemExit):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,7 +101,33 @@ def user_error_message(err: BaseException) -> str | None:
         last = traceback.rstrip().splitlines()[-1]
         kind, _, text = last.partition(": ")
         return text + where if _is_user_error(kind.rsplit(".", 1)[-1], text) else None
+    if type(err).__name__ == "ArgumentError":  # jsonargparse's (the parsers raise rather than print usage)
+        return parser_message(text)
     return text if _is_user_error(type(err).__name__, text) else None
+
+
+_STRUCTURE = ("Does not validate against", "Subtypes:", "Errors:", "Given value")
+
+
+def parser_message(text: str) -> str:
+    """jsonargparse's report, nested once per class in the config, as one line: the full key, then what is
+    wrong with it (``model.init_args.lr_schedule: Expected a typing.Literal[...]. Got value: cosine``)."""
+    keys: list[str] = []
+    message = ""
+    for line in text.splitlines():
+        line = line.strip().removeprefix("- ").strip()
+        key = re.fullmatch(r'Parser key "([^"]+)":(.*)', line)
+        if key:
+            keys.append(key[1])
+            line = key[2].strip()
+        elif line.startswith("Problem with given class_path"):
+            keys.append("init_args")
+            continue
+        elif line.startswith("Expected a <class 'NoneType'>"):  # Union's other branch (no class at all)
+            break
+        if line and not line.startswith(_STRUCTURE):
+            message = line
+    return f"{'.'.join(keys).removesuffix('.init_args')}: {message}" if keys and message else " ".join(text.split())
 
 
 _USER_ERRORS = ("ValueError", "ConfigKeyError", "FileNotFoundError", "NotADirectoryError", "IsADirectoryError",

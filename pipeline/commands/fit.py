@@ -34,6 +34,10 @@ class GanForgeCLI(LightningCLI):
     (pipeline.callbacks.prediction_writer). All three need ``--ckpt_path``.
     """
 
+    def init_parser(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("exit_on_error", False)  # raise: `ganforge` reports it in one line, not a usage dump
+        return super().init_parser(**kwargs)
+
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
                      subparser_kwargs: dict[str, Any]) -> None:
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
