@@ -143,15 +143,15 @@ class ImageMetricsCallback(PeriodicCallback):
             images = pl_module.sample(len(indices), labels=labels, seed=self.seed * 1_000_003 + chunk)
             accumulator.update(images, indices, labels)
         fake = accumulator.finish(trainer)
-        metrics = self._metrics(fake, accumulator.classes) if trainer.is_global_zero else None
+        metrics = self._metrics(fake, accumulator.classes, pl_module.device) if trainer.is_global_zero else None
         metrics = trainer.strategy.broadcast(metrics)
         self.record(trainer, metrics)
         rank_zero_info(f"generator step {self.evaluated_step(trainer)}: "
                        + ", ".join(f"{name.removeprefix('metrics/')} {value:.4g}" for name, value in metrics.items()))
         trainer.callback_metrics.update({name: torch.tensor(value) for name, value in metrics.items()})
 
-    def _metrics(self, fake: dict[str, tuple[FeatureStats, Tensor | None]], classes: ClassHistogram | None
-                 ) -> dict[str, float]:
+    def _metrics(self, fake: dict[str, tuple[FeatureStats, Tensor | None]], classes: ClassHistogram | None,
+                 device: torch.device) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if "indomain" in fake:
             metrics["metrics/fd_indomain"] = frechet_distance_of(self.real["indomain"][0], fake["indomain"][0])
@@ -166,7 +166,7 @@ class ImageMetricsCallback(PeriodicCallback):
             metrics.update({"metrics/kid": kid, "metrics/kid_std": kid_std})
         if self.nearest_k:
             name = "inception" if "inception" in fake else "indomain"
-            metrics.update(precision_recall(self.real[name][1], fake[name][1], self.nearest_k).as_dict())
+            metrics.update(precision_recall(self.real[name][1], fake[name][1], self.nearest_k, device).as_dict())
         return metrics
 
 

@@ -10,8 +10,8 @@ of real balls holding at least one fake.
 
 Balls are closed (distance <= radius), as in the papers' set definitions and StyleGAN2-ADA's code; prdc uses
 open ones, which differs only where a distance equals a radius exactly (tied or duplicate points). k = 3, the
-papers' choice (ADA uses 3; Naeem et al. 5). Distances are computed in chunks, so memory grows with the set
-size, not its square.
+papers' choice (ADA uses 3; Naeem et al. 5). Distances are computed in chunks of reals, so memory grows with
+the set size, not its square.
 """
 
 from __future__ import annotations
@@ -43,22 +43,23 @@ def knn_radii(features: Tensor, k: int) -> Tensor:
                       for chunk in features.split(_CHUNK)])
 
 
-def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> PrecisionRecall:
-    """All four metrics of fake features (M, d) against real features (N, d), in float64."""
-    real, fake = real.detach().double().flatten(1), fake.detach().double().flatten(1)
+def precision_recall(real: Tensor, fake: Tensor, k: int = 3, device: torch.device | str | None = None
+                     ) -> PrecisionRecall:
+    """All four metrics of fake features (M, d) against real features (N, d), in float64 on ``device`` (default:
+    where the features are), from one pass over the real-fake distances."""
+    real = real.detach().to(device=device, dtype=torch.float64).flatten(1)
+    fake = fake.detach().to(device=real.device, dtype=torch.float64).flatten(1)
     real_radii, fake_radii = knn_radii(real, k), knn_radii(fake, k)
-    in_real_balls = 0  # fakes inside at least one real ball
-    real_balls_held = 0  # (fake, real ball) pairs with the fake inside the ball
-    for chunk in fake.split(_CHUNK):
-        inside = torch.cdist(chunk, real) <= real_radii[None, :]
-        in_real_balls += int(inside.any(dim=1).sum())
-        real_balls_held += int(inside.sum())
-    in_fake_balls = 0  # reals inside at least one fake ball
-    covered = 0  # real balls holding at least one fake
+    in_real_balls = torch.zeros(len(fake), dtype=torch.bool, device=real.device)  # per fake: inside any real ball
+    real_balls_held = torch.zeros((), dtype=torch.long, device=real.device)  # (fake, real ball) pairs, fake inside
+    in_fake_balls = covered = 0  # reals inside any fake ball; real balls holding a fake
     for chunk, radii in zip(real.split(_CHUNK), real_radii.split(_CHUNK), strict=True):
-        distances = torch.cdist(chunk, fake)
+        distances = torch.cdist(chunk, fake)  # (chunk of reals, all fakes)
+        inside = distances <= radii[:, None]
+        in_real_balls |= inside.any(dim=0)
+        real_balls_held += inside.sum()
         in_fake_balls += int((distances <= fake_radii[None, :]).any(dim=1).sum())
-        covered += int((distances.min(dim=1).values <= radii).sum())
+        covered += int(inside.any(dim=1).sum())
     n, m = len(real), len(fake)
-    return PrecisionRecall(precision=in_real_balls / m, recall=in_fake_balls / n,
-                           density=real_balls_held / (k * m), coverage=covered / n)
+    return PrecisionRecall(precision=int(in_real_balls.sum()) / m, recall=in_fake_balls / n,
+                           density=int(real_balls_held) / (k * m), coverage=covered / n)
