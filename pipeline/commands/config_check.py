@@ -66,7 +66,9 @@ def _sources(args: list[str]) -> list[tuple[str, dict[str, Any]]]:
         if name in ("--config", "-c") and value:
             path = Path(value)
             if not path.is_file():
-                raise FileNotFoundError(f"--config {value}: no such file")
+                if path.suffix in (".yaml", ".yml", ".json"):
+                    raise FileNotFoundError(f"--config {value}: no such file")
+                continue  # a config given inline (jsonargparse takes YAML text too): its parser checks it
             loaded = yaml.safe_load(path.read_text())
             if isinstance(loaded, dict):
                 sources.append((value, loaded))
