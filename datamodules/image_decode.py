@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import random
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch loads on first decode: `ganforge shards --help` need not wait for it
+    from torch import Tensor
 
 # Sample fields holding an image, in order of preference when a sample has several.
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "ppm", "pgm", "bmp")
@@ -57,6 +58,8 @@ def resize_and_crop(image: Image.Image, resolution: int, crop: Crop = "center",
 
 def to_tensor(image: Image.Image) -> Tensor:
     """(C, H, W) float32 with 0 -> -1 and 255 -> 1."""
+    import torch
+
     array = np.array(image, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
     if array.ndim == 2:
         array = array[:, :, None]

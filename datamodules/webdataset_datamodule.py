@@ -175,7 +175,8 @@ class ShardStream(IterableDataset):
                 yield sample
             if delivered == 0:
                 urls = sorted({piece.url for piece in slices})
-                raise RuntimeError(f"data: no readable samples in {', '.join(urls)}; check these shards")
+                raise RuntimeError(f"data: no readable samples in {', '.join(urls)}; write them again "
+                                   "(ganforge shards), or leave them out of the index")
 
     def _read_slice(self, piece: ShardSlice) -> Iterator[dict[str, Any]]:
         """The slice's samples; a shard that fails mid-way (after its retries) is skipped with a warning and

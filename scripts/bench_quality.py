@@ -135,7 +135,7 @@ def quality_row(preset: str, args, shards: Path, feature_net: Path, extra: list[
     lengths = ["--trainer.max_steps", "-1"] if args.budget_s is not None else []
     root = workdir / preset
     cli = fit(preset, shards, callbacks, [*lengths, *extra], root, args.budget_s, clock=args.budget_clock)
-    found = [c.history[-1][1] for c in cli.trainer.callbacks if isinstance(c, ImageMetricsCallback)]
+    found = [c.evaluations[-1][1] for c in cli.trainer.callbacks if isinstance(c, ImageMetricsCallback)]
     metrics = {k: v for m in found for k, v in m.items()}
     grids = Path(args.grids)
     grids.mkdir(parents=True, exist_ok=True)

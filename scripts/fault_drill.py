@@ -438,7 +438,7 @@ def lost_ddp_rank(work: Path, frozen: bool = False) -> Row:
         with _suppress_lookup():
             os.kill(pid, signal.SIGKILL)
     message = run.error_line()
-    clean = code not in (0, None) and message.startswith("ganforge: error:")
+    clean = code not in (0, None) and message.startswith(("ganforge: error:", "ganforge fit: error:"))
     last = run_dir / "checkpoints" / "last.ckpt"
     _, saved_step, _ = checkpoint_state(last)
     resumed, resumed_code, back = resume_and_finish(config, last, max_steps, killed_at, *args)
@@ -466,7 +466,7 @@ def nan_storm(work: Path) -> Row:
     stopped_after = (run.lines[-1][0] - started[0]) if started and run.lines else None
     message = run.error_line()
     finite, step, verdict = checkpoint_state(last)
-    clean = code not in (0, None) and message.startswith("ganforge: error: training diverged")
+    clean = code not in (0, None) and message.startswith("ganforge fit: error: training diverged")
     skipped = [last_metric(run_dir, f"health/skipped_steps_{p}") for p in ("d", "g")]
     ok = clean and finite and stopped_after is not None and stopped_after < FLOOR_S
     return Row("NaN storm (resumed at step 40 with lr 1e30)",
@@ -564,7 +564,7 @@ def full_disk(work: Path) -> Row:
             newest = max((s for s in steps if s is not None), default=None)
     except (subprocess.CalledProcessError, OSError) as err:
         return Row("full disk under the checkpoints", f"not run: {err}", None, "-", "-", "-", "-", False)
-    clean = code not in (0, None) and message.startswith("ganforge: error:")
+    clean = code not in (0, None) and message.startswith(("ganforge: error:", "ganforge fit: error:"))
     ok = clean and finite and full is not None and run.lines[-1][0] - full[0] < FLOOR_S
     return Row(f"full disk ({int(3.5 * size / 1024)} KiB tmpfs, checkpoints {size // 1024} KiB)",
                "free space checked before the write", 0.0 if full else None,

@@ -1,10 +1,14 @@
 """`ganforge compare` on two real offline runs: their config differences, final/best metrics and a plot."""
 
+import math
+
+import numpy as np
 import pytest
 from PIL import Image
 from test_wandb_run import fit_ring8
 
 from pipeline.commands.cli import main
+from pipeline.commands.compare import metrics_table
 from pipeline.tracking.run_reader import read_local_runs
 
 
@@ -62,3 +66,40 @@ def test_compare_a_group_found_under_a_folder_against_kimg(two_runs, capsys):
     assert "4 metric(s) against kimg" in out
     with pytest.raises(SystemExit, match="no runs of group 'other'"):
         main(["compare", str(root), "--group", "other"])
+
+
+def test_a_run_with_one_point_per_metric_is_drawn_as_markers(tmp_path, capsys, monkeypatch):
+    fit_ring8(monkeypatch, tmp_path / "one", steps=1)  # one evaluation (at the end), no loss row yet
+    (run,) = read_local_runs(tmp_path / "one" / "wandb")
+    points = {name for row in run.history for name in row if name.startswith("modes/")}
+    assert points == {"modes/captured", "modes/high_quality", "modes/reverse_kl"}
+    assert all(sum(name in row for row in run.history) == 1 for name in points)
+
+    out_png = tmp_path / "one.png"
+    main(["compare", str(tmp_path / "one"), "--out", str(out_png)])
+    out = capsys.readouterr().out
+    finite = {name for row in run.history for name, value in row.items() if name in points and math.isfinite(value)}
+    assert f"wrote {out_png}: {len(finite)} metric(s)" in out  # the totals (run/*) stay in the table only
+    if finite != points:  # reverse KL is inf while a mode is missed
+        assert f"not plotted (no finite value): {', '.join(sorted(points - finite))}" in out
+    with Image.open(out_png) as png:
+        pixels = np.asarray(png.convert("RGB")).astype(int)
+    axes = pixels[pixels.shape[0] // 8:]  # below the legend, whose sample line is the same colour
+    blue = np.abs(axes - (31, 119, 180)).sum(-1) < 30  # matplotlib's first colour: the run's markers
+    columns = np.flatnonzero(blue.any(0))
+    assert blue.sum() >= 9 * len(finite)  # a dot of several pixels on each axis
+    assert columns.max() - columns.min() > pixels.shape[1] // 3 * (len(finite) - 1) - 50
+
+    main(["compare", str(tmp_path / "one"), "--metrics", "run/*", "--out", str(tmp_path / "none.png")])
+    out = capsys.readouterr().out
+    assert "nothing to plot" in out and not (tmp_path / "none.png").exists()
+
+
+def test_the_table_gives_the_best_of_fidelity_diversity_and_distance_metrics():
+    steps = np.array([500.0, 1000.0, 1500.0])
+    values = {"metrics/precision": [0.46, 0.49, 0.48], "metrics/recall": [0.6, 0.9, 0.8],
+              "metrics/coverage": [0.2, 0.3, 0.35], "metrics/fd_indomain": [75, 35, 40.0]}
+    run = {name: (steps, np.array(series)) for name, series in values.items()}
+    rows = {row[0]: row[1] for row in section(metrics_table([run], ["a"], sorted(run)), "metrics:")[1:]}
+    assert rows == {"metrics/precision": "0.48 (best 0.49 @ 1000)", "metrics/recall": "0.8 (best 0.9 @ 1000)",
+                    "metrics/coverage": "0.35 (best 0.35 @ 1500)", "metrics/fd_indomain": "40 (best 35 @ 1000)"}

@@ -112,7 +112,7 @@ def test_validate_on_digits_repeats_the_image_metrics_of_the_fit(tmp_path):
     val = run_cli(["validate", *args, "--ckpt_path", str(tmp_path / "checkpoints" / "epoch=0-step=5.ckpt")])
 
     def history(cli):
-        return next(c for c in cli.trainer.callbacks if isinstance(c, ImageMetricsCallback)).history
+        return next(c for c in cli.trainer.callbacks if isinstance(c, ImageMetricsCallback)).evaluations
 
     assert history(val) == history(fit)[-1:] and history(val)[0][0] == 5
     metrics = val.trainer.callback_metrics

@@ -26,6 +26,7 @@ from pipeline.commands import shards as shards_command
 from pipeline.metrics.class_coverage import ClassHistogram
 from pipeline.metrics.feature_net import FeatureNet, load_feature_net, save_feature_net
 from pipeline.metrics.frechet import FeatureStats, frechet_distance_of
+from pipeline.metrics.precision_recall import precision_recall
 
 NUM_SAMPLES, BATCH, SEED = 100, 32, 7  # 4 chunks of latent codes, the last one partial
 
@@ -82,10 +83,10 @@ def logged_rows(trainer: pl.Trainer) -> list[dict[str, str]]:
 def test_logged_metrics_equal_a_recomputation_from_the_same_codes_and_real_images(digits, tmp_path):
     trainer, model, callback = fit(digits, tmp_path, steps=4, every_n_steps=2)
     rows = logged_rows(trainer)
-    assert [step for step, _ in callback.history] == [2, 4]  # every 2 generator steps; the end (4) not twice
+    assert [step for step, _ in callback.evaluations] == [2, 4]  # every 2 generator steps; the end (4) not twice
     # logged at the step Lightning stamps on the module's own metrics of that batch (batches count from 0)
     assert [int(row["step"]) for row in rows] == [1, 3]
-    final = callback.history[-1][1]
+    final = callback.evaluations[-1][1]
     assert float(rows[-1]["metrics/fd_indomain"]) == pytest.approx(final["metrics/fd_indomain"], rel=1e-6)
     assert float(trainer.callback_metrics["metrics/class_kl"]) == pytest.approx(final["metrics/class_kl"])
 
@@ -94,13 +95,16 @@ def test_logged_metrics_equal_a_recomputation_from_the_same_codes_and_real_image
     net = load_feature_net(str(digits / "net.pt"))
     real, fake = FeatureStats.empty(net.feature_dim), FeatureStats.empty(net.feature_dim)
     classes = ClassHistogram.empty(10)
+    real_features, fake_features = [], []
     for images, _ in make_data(digits).reference_batches(NUM_SAMPLES, 64):
         real.update(net(images)[0])
+        real_features.append(net(images)[0])
     for chunk in range(4):
         indices = torch.arange(chunk * BATCH, min((chunk + 1) * BATCH, NUM_SAMPLES))
         images = model.sample(len(indices), labels=indices % 10, seed=SEED * 1_000_003 + chunk)
         features, logits = net(images)
         fake.update(features)
+        fake_features.append(features)
         classes.update(logits, indices % 10)
     assert int(real.n) == int(fake.n) == NUM_SAMPLES
     assert final["metrics/fd_indomain"] == pytest.approx(frechet_distance_of(real, fake), rel=1e-6)
@@ -112,6 +116,10 @@ def test_logged_metrics_equal_a_recomputation_from_the_same_codes_and_real_image
     correct = sum(int((net(model.sample(len(i), labels=i % 10, seed=SEED * 1_000_003 + c))[1].argmax(1) == i % 10)
                       .sum()) for c, i in enumerate(torch.arange(NUM_SAMPLES).split(BATCH)))
     assert final["metrics/class_accuracy"] == pytest.approx(correct / NUM_SAMPLES, abs=1e-12)
+    # k-NN metrics on the same in-domain features (no Inception here), k = 3
+    by_hand = precision_recall(torch.cat(real_features), torch.cat(fake_features), k=3).as_dict()
+    assert {name: final[name] for name in by_hand} == pytest.approx(by_hand, abs=1e-12)
+    assert float(rows[-1]["metrics/recall"]) == final["metrics/recall"]  # logged as computed
 
 
 @pytest.mark.parametrize("inception, message", [
@@ -141,7 +149,7 @@ def test_real_statistics_are_computed_once_per_dataset_and_sample_count(digits, 
     assert second.real_from_cache == {"indomain": True} and files[0].stat().st_mtime_ns == stamp
     (stats_a, _), (stats_b, _) = first.real["indomain"], second.real["indomain"]
     assert int(stats_b.n) == NUM_SAMPLES and torch.equal(stats_a.outer, stats_b.outer)
-    assert first.history[-1][1] == second.history[-1][1]  # the same codes and weights: the same numbers
+    assert first.evaluations[-1][1] == second.evaluations[-1][1]  # the same codes and weights: the same numbers
     _, _, other = fit(digits, tmp_path, steps=1, every_n_steps=0, num_samples=60)
     assert other.real_from_cache == {"indomain": False} and len(list((tmp_path / "cache").iterdir())) == 2
 
@@ -151,12 +159,12 @@ def test_two_ddp_ranks_log_what_one_process_logs(digits, tmp_path):
     ranks = [torch.load(tmp_path / "ddp" / f"rank{rank}.pt") for rank in range(2)]
     _, _, single = fit(digits, tmp_path / "single", steps=1, frozen=True, every_n_steps=0)
     assert [r["world_size"] for r in ranks] == [2, 2]
-    assert ranks[0]["history"] == ranks[1]["history"]  # every rank holds rank 0's numbers
+    assert ranks[0]["evaluations"] == ranks[1]["evaluations"]  # every rank holds rank 0's numbers
     real = ranks[0]["real"]
     assert int(real["n"]) == NUM_SAMPLES  # both ranks' shares of the reference set, summed
     # float32 features of other batch groupings (each rank its share), summed in float64
     assert torch.allclose(real["outer"], single.real["indomain"][0].outer, rtol=1e-6)
-    (step, ddp_metrics), (_, single_metrics) = ranks[0]["history"][-1], single.history[-1]
+    (step, ddp_metrics), (_, single_metrics) = ranks[0]["evaluations"][-1], single.evaluations[-1]
     assert step == 1 and ddp_metrics.keys() == single_metrics.keys()
     for name, value in single_metrics.items():
         assert ddp_metrics[name] == pytest.approx(value, rel=1e-6), name
@@ -166,7 +174,7 @@ def worker(digits: Path, out: Path) -> None:
     torch.set_num_threads(1)
     trainer, _, callback = fit(digits, out, steps=1, devices=2, frozen=True, every_n_steps=0)
     real = callback.real["indomain"][0].state_dict() if trainer.is_global_zero else None  # kept on rank 0
-    torch.save({"world_size": trainer.world_size, "history": callback.history, "real": real},
+    torch.save({"world_size": trainer.world_size, "evaluations": callback.evaluations, "real": real},
                out / f"rank{trainer.global_rank}.pt")
 
 

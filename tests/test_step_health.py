@@ -143,7 +143,7 @@ def test_a_diverging_learning_rate_stops_the_run_through_the_cli_in_one_line(tmp
               "--trainer.callbacks.dirpath", str(tmp_path / "ckpt"), "--trainer.callbacks.every_n_train_steps", "1",
               "--trainer.callbacks.save_last", "true", "--trainer.enable_progress_bar", "false"])
     message = str(stopped.value.code)
-    assert message.startswith("ganforge: error: training diverged") and "\n" not in message
+    assert message.startswith("ganforge fit: error: training diverged") and "\n" not in message
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert nonfinite_entries(last) == [] and last["global_step"] < 200
 

@@ -1,8 +1,9 @@
-"""Image-quality metrics of the EMA generator every N generator steps: in-domain FD, class coverage, FID, KID.
+"""Image-quality metrics of the EMA generator every N generator steps: in-domain FD, class coverage, FID, KID,
+precision / recall / density / coverage.
 
 Each evaluation scores the same ``num_samples`` latent codes (chunk c of ``batch_size`` codes is drawn from
 seed (seed, c), so the set does not depend on the number of ranks), shared out by chunks over the ranks.
-Feature moments and class counts are summed over ranks, Inception features gathered for KID; rank 0 then
+Feature moments and class counts are summed over ranks, features gathered for KID and the k-NN metrics; rank 0 then
 computes the metrics and broadcasts them, so every rank holds the same values (for checkpoint monitoring).
 Under ddp_gan a generator's BatchNorm statistics are per rank, so each share comes from its rank's statistics.
 Real-data statistics come from the datamodule's fixed reference set (``reference_batches``) and are cached
@@ -22,21 +23,24 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from pipeline.callbacks.periodic import PeriodicCallback, log_metrics
+from pipeline.callbacks.periodic import PeriodicCallback
 from pipeline.metrics.class_coverage import ClassHistogram
 from pipeline.metrics.feature_net import FeatureNet, load_feature_net
 from pipeline.metrics.frechet import FeatureStats, frechet_distance_of
 from pipeline.metrics.inception import InceptionFeatures, ResizeFilter, load_inception
 from pipeline.metrics.kernel_distance import kernel_distance
+from pipeline.metrics.precision_recall import precision_recall
 
 _CONFIG = "ImageMetricsCallback.init_args"
-_CACHE_VERSION = 1  # bump when what a cached file holds, or how it is computed, changes
+_CACHE_VERSION = 2  # bump when what a cached file holds, or how it is computed, changes
 
 
 class ImageMetricsCallback(PeriodicCallback):
     """Logs ``metrics/fd_indomain``, ``metrics/class_coverage``, ``metrics/class_kl`` (with ``feature_net``;
     also ``metrics/class_accuracy`` for conditional generators, whose samples cycle through the classes) and
-    ``metrics/fid``, ``metrics/kid``, ``metrics/kid_std`` (with ``inception``) to every logger.
+    ``metrics/fid``, ``metrics/kid``, ``metrics/kid_std`` (with ``inception``), and ``metrics/precision``,
+    ``metrics/recall``, ``metrics/density``, ``metrics/coverage`` (pipeline.metrics.precision_recall; on the
+    Inception features when ``inception`` is given, else on the feature net's) to every logger.
 
     Args:
         feature_net: a file written by scripts/train_feature_net.py: in-domain Fréchet distance on its
@@ -49,12 +53,13 @@ class ImageMetricsCallback(PeriodicCallback):
         batch_size: images per generator and feature-extractor call, per rank.
         kid_subsets, kid_subset_size: KID is the mean (and std) over this many random subsets of this size.
         resize_filter: antialiasing filter of the resize to Inception's 299 px ("bicubic": clean-fid's).
+        nearest_k: k of the k-NN balls of precision, recall, density and coverage (0: not computed).
         cache_dir: where real-data statistics are kept (shared by runs on the same data).
     """
 
     def __init__(self, feature_net: str | None = None, inception: str | None = None, every_n_steps: int = 5000,
                  num_samples: int = 10000, seed: int = 0, batch_size: int = 100, kid_subsets: int = 100,
-                 kid_subset_size: int = 1000, resize_filter: ResizeFilter = "bicubic",
+                 kid_subset_size: int = 1000, resize_filter: ResizeFilter = "bicubic", nearest_k: int = 3,
                  cache_dir: str = "~/.cache/ganforge/real_stats"):
         super().__init__(every_n_steps)
         if feature_net is None and inception is None:
@@ -63,16 +68,18 @@ class ImageMetricsCallback(PeriodicCallback):
         for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
             if value < 2:
                 raise ValueError(f"{_CONFIG}.{name} must be >= 2, got {value}")
+        if not 0 <= nearest_k < num_samples:
+            raise ValueError(f"{_CONFIG}.nearest_k must be in [0, num_samples), got {nearest_k}")
         self.feature_net_path, self.inception_path = feature_net, inception
         self.num_samples, self.seed, self.batch_size = num_samples, seed, batch_size
         self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
         self.resize_filter = resize_filter
+        self.nearest_k = nearest_k
         self.cache_dir = Path(os.path.expanduser(cache_dir))
         self.feature_net: FeatureNet | None = None
         self.inception: InceptionFeatures | None = None
         self.real: dict[str, tuple[FeatureStats, Tensor | None]] = {}  # rank 0 only: per extractor
         self.real_from_cache: dict[str, bool] = {}
-        self.history: list[tuple[int, dict[str, float]]] = []
 
     # ---- start: extractors (fail fast), then the real statistics --------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -136,16 +143,15 @@ class ImageMetricsCallback(PeriodicCallback):
             images = pl_module.sample(len(indices), labels=labels, seed=self.seed * 1_000_003 + chunk)
             accumulator.update(images, indices, labels)
         fake = accumulator.finish(trainer)
-        metrics = self._metrics(fake, accumulator.classes) if trainer.is_global_zero else None
+        metrics = self._metrics(fake, accumulator.classes, pl_module.device) if trainer.is_global_zero else None
         metrics = trainer.strategy.broadcast(metrics)
-        self.history.append((self.evaluated_step(trainer), metrics))
-        log_metrics(trainer, metrics)
+        self.record(trainer, metrics)
         rank_zero_info(f"generator step {self.evaluated_step(trainer)}: "
                        + ", ".join(f"{name.removeprefix('metrics/')} {value:.4g}" for name, value in metrics.items()))
         trainer.callback_metrics.update({name: torch.tensor(value) for name, value in metrics.items()})
 
-    def _metrics(self, fake: dict[str, tuple[FeatureStats, Tensor | None]], classes: ClassHistogram | None
-                 ) -> dict[str, float]:
+    def _metrics(self, fake: dict[str, tuple[FeatureStats, Tensor | None]], classes: ClassHistogram | None,
+                 device: torch.device) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if "indomain" in fake:
             metrics["metrics/fd_indomain"] = frechet_distance_of(self.real["indomain"][0], fake["indomain"][0])
@@ -158,18 +164,22 @@ class ImageMetricsCallback(PeriodicCallback):
             kid, kid_std = kernel_distance(real_features, fake_features, self.kid_subsets, self.kid_subset_size,
                                            seed=self.seed)
             metrics.update({"metrics/kid": kid, "metrics/kid_std": kid_std})
+        if self.nearest_k:
+            name = "inception" if "inception" in fake else "indomain"
+            metrics.update(precision_recall(self.real[name][1], fake[name][1], self.nearest_k, device).as_dict())
         return metrics
 
 
 class _Accumulator:
-    """One pass over images on one rank: feature moments per extractor, class counts, Inception features."""
+    """One pass over images on one rank: feature moments and the features themselves per extractor, class
+    counts."""
 
     def __init__(self, callback: ImageMetricsCallback, device: torch.device, names: list[str]):
         self.nets = {"indomain": callback.feature_net, "inception": callback.inception}
         self.stats = {name: FeatureStats.empty(self._dim(name), device) for name in names}
         self.classes = (ClassHistogram.empty(callback.feature_net.num_classes, device)
                         if "indomain" in names else None)
-        self.kept: list[Tensor] = []  # Inception features, for KID
+        self.kept: dict[str, list[Tensor]] = {name: [] for name in names}  # for KID and the k-NN metrics
         self.indices: list[Tensor] = []  # and their positions in the whole set, to order them
 
     def _dim(self, name: str) -> int:
@@ -183,27 +193,28 @@ class _Accumulator:
         if "indomain" in self.stats:
             features, logits = self.nets["indomain"](images)
             self.stats["indomain"].update(features)
+            self.kept["indomain"].append(features)
             self.classes.update(logits, labels)
         if "inception" in self.stats:
             features = self.nets["inception"](images)
             self.stats["inception"].update(features)
-            self.kept.append(features)
-            self.indices.append(indices.to(features.device))
+            self.kept["inception"].append(features)
+        self.indices.append(indices.to(images.device))
 
     def finish(self, trainer: pl.Trainer) -> dict[str, tuple[FeatureStats, Tensor | None]]:
-        """Sum over ranks; Inception features of all ranks in set order (on the CPU)."""
+        """Sum over ranks; every extractor's features of all ranks in set order (on the CPU)."""
         for stats in self.stats.values():
             stats.all_reduce()
         if self.classes is not None:
             self.classes.all_reduce()
-        results: dict[str, tuple[FeatureStats, Tensor | None]] = {
-            name: (stats, None) for name, stats in self.stats.items()}
-        if "inception" in self.stats:
-            device = self.stats["inception"].n.device
-            features = torch.cat(self.kept) if self.kept else torch.zeros(0, self._dim("inception"), device=device)
+        results: dict[str, tuple[FeatureStats, Tensor | None]] = {}
+        for name, stats in self.stats.items():
+            device = stats.n.device
             indices = torch.cat(self.indices) if self.indices else torch.zeros(0, dtype=torch.long, device=device)
-            features, indices = _gather_rows(trainer, features), _gather_rows(trainer, indices)
-            results["inception"] = (self.stats["inception"], features[indices.argsort()].cpu())
+            kept = self.kept[name]
+            features = torch.cat(kept) if kept else torch.zeros(0, self._dim(name), device=device)
+            features, indices = _gather_rows(trainer, features), _gather_rows(trainer, indices.to(device))
+            results[name] = (stats, features[indices.argsort()].cpu())
         return results
 
 

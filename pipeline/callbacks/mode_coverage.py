@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from pytorch_lightning.utilities import rank_zero_only  # noqa: E402
 
-from pipeline.callbacks.periodic import PeriodicCallback, log_image, log_metrics, samples_dir  # noqa: E402
+from pipeline.callbacks.periodic import PeriodicCallback, log_image, samples_dir  # noqa: E402
 from pipeline.metrics.mode_coverage import ModeCoverage, mode_coverage  # noqa: E402
 
 
@@ -30,7 +30,7 @@ class ModeCoverageCallback(PeriodicCallback):
         samples = pl_module.sample(self.num_samples, seed=self.seed).float().cpu()
         result = mode_coverage(samples, dist.means, dist.std)
         self.history.append((self.evaluated_step(trainer), result))
-        log_metrics(trainer, result.as_dict())
+        self.record(trainer, result.as_dict())
         if self.plot:
             self._plot(trainer, samples, dist, result)
 

@@ -16,13 +16,20 @@ class PeriodicCallback(pl.Callback):
 
     ``validate`` and ``test`` run it once, at the end of their epoch, where its metrics join Lightning's results
     (printed, returned, logged). Validation loops inside a fit leave it alone: it already runs on its steps.
-    ``prepare`` runs before the first evaluation of a fit, validate or test.
+    ``prepare`` runs before the first evaluation of a fit, validate or test. Metrics a subclass reports with
+    ``record`` are logged and kept in ``evaluations`` (the progress bar and the run summary read them).
     """
 
     def __init__(self, every_n_steps: int):
         self.every_n_steps = every_n_steps
         self._last_step = -1
         self._checkpoint_step: int | None = None
+        self.evaluations: list[tuple[int, dict[str, float]]] = []  # (generator step, metrics), this session
+
+    def record(self, trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+        """Log an evaluation's metrics (see log_metrics) and keep them with the step they evaluate."""
+        self.evaluations.append((self.evaluated_step(trainer), dict(metrics)))
+        log_metrics(trainer, metrics)
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         raise NotImplementedError
@@ -78,7 +85,7 @@ class PeriodicCallback(pl.Callback):
         self.run(trainer, pl_module)
 
 
-def samples_dir(trainer: pl.Trainer) -> Path:
+def samples_dir(trainer: pl.Trainer, create: bool = True) -> Path:
     """``<run dir>/samples``: sample images live beside the run's checkpoints (or in the logger's folder).
 
     Not ``trainer.log_dir``: under DDP that is a collective call, and this may run on rank 0 only.
@@ -90,7 +97,8 @@ def samples_dir(trainer: pl.Trainer) -> Path:
         logger = trainer.logger
         run_dir = (getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)) if logger else None
     out = Path(run_dir or trainer.default_root_dir) / "samples"
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 

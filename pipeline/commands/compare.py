@@ -10,14 +10,10 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pipeline.tracking.run_reader import RecordedRun, read_runs  # noqa: E402
-from pipeline.tracking.wandb_logger import METRIC_GOALS  # noqa: E402
+from pipeline.tracking.metric_goals import goal_of
+from pipeline.tracking.run_reader import RecordedRun, read_runs
 
 _NOT_METRICS = ("_", "trainer/global_step", "epoch")  # W&B's bookkeeping and the x-axes
 _MAX_CELL = 48
@@ -46,8 +42,16 @@ def main(argv: list[str]) -> None:
     print(runs_table(runs, labels))
     print(config_table(runs, labels))
     print(metrics_table(series, labels, metrics))
-    plotted = plot_curves(series, labels, metrics, args.x, args.out)
+    plotted = plottable(series, metrics)
+    if not plotted:
+        print(f"\nnothing to plot: the runs logged no finite metric but their totals (in the table above); "
+              f"{args.out} not written")
+        return
+    plot_curves(series, labels, plotted, args.x, args.out)
     print(f"\nwrote {args.out}: {len(plotted)} metric(s) against {'kimg' if args.x == 'kimg' else 'step'}")
+    unplotted = [m for m in metrics if m not in plotted and not m.startswith("run/")]
+    if unplotted:
+        print(f"not plotted (no finite value): {', '.join(unplotted)}")
 
 
 def run_labels(runs: list[RecordedRun]) -> list[str]:
@@ -108,11 +112,6 @@ def metric_series(run: RecordedRun, x: str) -> dict[str, Series]:
             for name, pts in points.items()}
 
 
-def goal_of(metric: str) -> str | None:
-    """"min"/"max" for metrics with a direction (``fid``, ``modes/captured``, also under a prefix)."""
-    return METRIC_GOALS.get(metric) or METRIC_GOALS.get(metric.rsplit("/", 1)[-1])
-
-
 def final_and_best(series: Series, goal: str | None) -> tuple[float, tuple[float, float] | None]:
     """The last value, and (best value, its x) when the metric has a direction (non-finite values ignored)."""
     xs, ys = series
@@ -151,10 +150,20 @@ def metrics_table(series: list[dict[str, Series]], labels: list[str], metrics: l
     return title + _table(["metric", *labels], rows)
 
 
-def plot_curves(series: list[dict[str, Series]], labels: list[str], metrics: list[str], x: str,
-                out: Path) -> list[str]:
-    """One axis per metric with a curve per run; metrics with a single point per run (totals) are left out."""
-    plotted = [m for m in metrics if any(len(run_series.get(m, ((), ()))[0]) > 1 for run_series in series)]
+def plottable(series: list[dict[str, Series]], metrics: list[str]) -> list[str]:
+    """Every metric with a finite point in some run, but the run totals (``run/*``: one value at the end, in the
+    table)."""
+    return [m for m in metrics if not m.startswith("run/")
+            and any(m in run_series and np.isfinite(run_series[m][1]).any() for run_series in series)]
+
+
+def plot_curves(series: list[dict[str, Series]], labels: list[str], plotted: list[str], x: str, out: Path) -> None:
+    """One axis per metric with a curve per run (a marker on every point of a short curve)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     columns = max(1, min(3, len(plotted)))
     rows = max(1, math.ceil(len(plotted) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False, dpi=100)
@@ -162,7 +171,7 @@ def plot_curves(series: list[dict[str, Series]], labels: list[str], metrics: lis
         for label, run_series in zip(labels, series, strict=True):
             if metric in run_series:
                 xs, ys = run_series[metric]
-                ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=4, label=label)  # one point: a dot
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel("kimg" if x == "kimg" else "generator step", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -175,7 +184,6 @@ def plot_curves(series: list[dict[str, Series]], labels: list[str], metrics: lis
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
-    return plotted
 
 
 def _number(value: float) -> str:

@@ -4,21 +4,24 @@ LightningDataModule, so that every module, datamodule, trainer, logger and callb
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import yaml
 from lightning_fabric.plugins.environments import SLURMEnvironment
-from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback
+from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 import pipeline.strategies  # noqa: F401  registers the ddp_gan and deepspeed_gan strategies
+from pipeline.callbacks.gan_progress import GanProgressBar
 from pipeline.callbacks.prediction_writer import PredictionWriter
 from pipeline.callbacks.preemption import latest_hpc_checkpoint
+from pipeline.callbacks.run_summary import RunSummaryCallback
+from pipeline.commands.quiet import silence_irrelevant_output
 from pipeline.commands.resume_config import Change, ResumeMismatchError, check_resume
 from pipeline.tracking.redact import redact
 from pipeline.tracking.run_record import RunRecordCallback
@@ -42,6 +45,10 @@ class GanForgeCLI(LightningCLI):
 
     resume_changes: tuple[Change, ...] = ()  # a resumed fit's allowed config changes (set by _parse_ckpt_path)
 
+    def init_parser(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("exit_on_error", False)  # raise: `ganforge` reports it in one line, not a usage dump
+        return super().init_parser(**kwargs)
+
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
                      subparser_kwargs: dict[str, Any]) -> None:
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
@@ -61,6 +68,12 @@ class GanForgeCLI(LightningCLI):
         if step is not None and not is_overridden(step, self.model, pl.LightningModule):
             raise SystemExit(f"ganforge {self.subcommand}: error: {type(self.model).__name__} has no {step}; "
                              f"{self.subcommand} runs GAN modules (modules.gan.GAN and its subclasses)")
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = self._get(self.config_init, "trainer", default={})
+        kwargs.setdefault("callbacks", default_callbacks(trainer.get("callbacks"), trainer.get("enable_progress_bar"),
+                                                         self.subcommand in (None, "fit")))
+        return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
         for callback in self.trainer.callbacks:
@@ -99,16 +112,23 @@ class GanForgeCLI(LightningCLI):
             self.trainer.callbacks.append(PredictionWriter())
 
 
-# Deliberate, so not worth a warning on every run: the EMA generator lives in eval mode; a shard stream's
-# __len__ is the per-rank epoch length that every worker shares (see datamodules/); runs count steps, so
-# logging intervals may span epochs; step checkpoints hold the weights after the step (what exact resume needs).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
-warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
+def default_callbacks(callbacks: Callback | list[Callback] | None, enable_progress_bar: bool | None,
+                      fitting: bool) -> list[Callback]:
+    """The configured callbacks, plus what every ganforge run shows where the config names none: the GAN
+    progress display (unless ``trainer.enable_progress_bar`` is false, which also drops a configured one), after
+    the other callbacks, and, in a fit, the run summary at the end."""
+    chosen = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    bars = [callback for callback in chosen if isinstance(callback, ProgressBar)]
+    chosen = [callback for callback in chosen if not isinstance(callback, ProgressBar)]
+    if enable_progress_bar is not False:  # last: a step's line shows the evaluations made at that step
+        chosen += bars or [GanProgressBar()]
+    if fitting and not any(isinstance(callback, RunSummaryCallback) for callback in chosen):
+        chosen.append(RunSummaryCallback())
+    return chosen
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> GanForgeCLI:
+    silence_irrelevant_output()
     # Any LightningModule: the GAN variants (modules.gan.GAN and subclasses) and IcGAN's encoder fitting.
     return GanForgeCLI(
         pl.LightningModule,

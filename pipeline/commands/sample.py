@@ -21,16 +21,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
-import torch
-from torch import Tensor
-
-from modules.icgan import IcGAN
-from modules.nets.conditional import per_class_labels
-from pipeline.commands.checkpoint_loading import load_module
-from pipeline.image_grid import save_grid
-from pipeline.sources.real_images import load_real_images
+if TYPE_CHECKING:  # torch and Lightning load after the arguments are parsed: --help and bad options answer fast
+    import pytorch_lightning as pl
+    from torch import Tensor
 
 _DEFAULT_SAMPLES, _DEFAULT_EDITS = 64, 8
 
@@ -88,6 +83,11 @@ def check_args(args: argparse.Namespace) -> None:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     check_args(args)
+    import torch
+
+    from pipeline.commands.checkpoint_loading import load_module
+    from pipeline.image_grid import save_grid
+
     model = load_module(args.ckpt)
     if args.edit_class is not None:
         images, nrow = edit_grid(model, args)
@@ -111,6 +111,10 @@ def main(argv: list[str]) -> None:
 
 def samples(model: pl.LightningModule, args: argparse.Namespace) -> tuple[Tensor, int | None]:
     """Plain samples, or ``--per-class`` K of each class (class-major: the grid's rows are the classes)."""
+    import torch
+
+    from modules.nets.conditional import per_class_labels
+
     num_classes = getattr(model, "num_classes", 0)
     num, labels, nrow = args.num or _DEFAULT_SAMPLES, None, args.nrow
     if args.per_class is not None:
@@ -139,9 +143,10 @@ def parse_layers(text: str | None, num_ws: int) -> list[int]:
     return list(range(first, last + 1))
 
 
-@torch.no_grad()
 def style_mix_grid(model: pl.LightningModule, args: argparse.Namespace) -> tuple[Tensor, int]:
     """((R + 1) * (C + 1), ...) images: blank corner, C column images; then per row its image and C mixes."""
+    import torch
+
     net = model.generator_ema if (not args.no_ema and model.generator_ema is not None) else model.generator
     if not hasattr(net, "styles"):
         raise ValueError(f"--style-mix: checkpoint {args.ckpt} holds {type(net).__name__}, which has no "
@@ -154,10 +159,11 @@ def style_mix_grid(model: pl.LightningModule, args: argparse.Namespace) -> tuple
     was_training = net.training
     net.eval()
     try:
-        ws = net.styles(z, labels, truncation_psi=args.truncation_psi)
-        mixed = ws[:rows, None].repeat(1, cols, 1, 1)  # (R, C, num_ws, w_dim): row i's ws in every column
-        mixed[:, :, layers] = ws[None, rows:, layers]
-        images = net.synthesis(torch.cat([ws, mixed.flatten(0, 1)]), noise_mode="const").cpu()
+        with torch.no_grad():
+            ws = net.styles(z, labels, truncation_psi=args.truncation_psi)
+            mixed = ws[:rows, None].repeat(1, cols, 1, 1)  # (R, C, num_ws, w_dim): row i's ws in every column
+            mixed[:, :, layers] = ws[None, rows:, layers]
+            images = net.synthesis(torch.cat([ws, mixed.flatten(0, 1)]), noise_mode="const").cpu()
     finally:
         net.train(was_training)
     singles, mixes = images[:rows + cols], images[rows + cols:].reshape(rows, cols, *images.shape[1:])
@@ -168,6 +174,11 @@ def style_mix_grid(model: pl.LightningModule, args: argparse.Namespace) -> tuple
 
 def edit_grid(model: pl.LightningModule, args: argparse.Namespace) -> tuple[Tensor, int]:
     """(N, 2 + targets, C, H, W): each real image, its reconstruction, then its edit into each target class."""
+    import torch
+
+    from modules.icgan import IcGAN
+    from pipeline.sources.real_images import load_real_images
+
     if not isinstance(model, IcGAN):
         raise ValueError(f"--edit-class: checkpoint {args.ckpt} holds {type(model).__name__}, not IcGAN; "
                          "fit IcGAN's encoders (modules.icgan.IcGAN) to this generator and pass that checkpoint")
@@ -184,7 +195,7 @@ def edit_grid(model: pl.LightningModule, args: argparse.Namespace) -> tuple[Tens
     return torch.stack([x, model.reconstruct(x), *edits], dim=1), 2 + len(targets)
 
 
-def save_scatter(points: torch.Tensor, path: Path) -> None:
+def save_scatter(points: Tensor, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -19,7 +19,6 @@ import time
 
 from datamodules.image_decode import resize_and_crop
 from pipeline.sources.shard_sources import IDX_DATASETS, NAMED_SOURCES, SPLITS, open_source
-from pipeline.sources.shard_writer import ShardWriter, encode_image
 
 _MODES = {1: "L", 3: "RGB"}
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -74,6 +73,8 @@ def main(argv: list[str]) -> None:
     for option, value in (("--max-count", args.max_count), ("--limit", args.limit)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1, got {value}")
+    from pipeline.sources.shard_writer import ShardWriter, encode_image  # webdataset and torch: not for --help
+
     started = time.perf_counter()
     source = open_source(args.source, args.images_key, args.labels_key, args.split, args.data_dir)
     order = list(range(min(source.count, args.limit or source.count)))

@@ -30,13 +30,10 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
+from pipeline.tracking.metric_goals import METRIC_GOALS
 from pipeline.tracking.redact import redact, redact_argv
 from pipeline.tracking.run_record import CHECKPOINT_KEY
 
-# Metrics with a direction, for the run summary's best values and for `ganforge compare`.
-METRIC_GOALS: dict[str, Literal["min", "max"]] = {
-    "fid": "min", "kid": "min", "modes/captured": "max", "modes/high_quality": "max", "modes/reverse_kl": "min",
-}
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 _PROBE_TIMEOUT_S = 1.0
 
@@ -76,6 +73,9 @@ class GanForgeWandbLogger(WandbLogger):
             self.id_source = "SLURM job"
         super().__init__(name=name, save_dir=save_dir, id=id, project=project, log_model=log_model, entity=entity,
                          group=group, job_type=job_type, tags=tags, notes=notes)
+        # Lightning passes anonymous=None, which W&B 0.31 warns about on every run ("has no effect")
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
         self.mode = mode
         self.best_of = dict(METRIC_GOALS if best_of is None else best_of)
         self.best: dict[str, tuple[float, int | None]] = {}
