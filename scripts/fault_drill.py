@@ -166,15 +166,20 @@ def checkpoint_state(path: Path) -> tuple[bool, int | None, str]:
 
 
 # ---- configs ----------------------------------------------------------------------------------------
+def trainer_config(run_dir: Path, max_steps: int, ckpt_dir: Path, every: int) -> dict:
+    """A CPU trainer logging every step to CSV (flushed at once: the drill reads what a killed run wrote)."""
+    return {"max_steps": max_steps, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 1,
+            "default_root_dir": str(run_dir), "enable_progress_bar": False, "enable_model_summary": False,
+            "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
+                       "init_args": {"save_dir": str(run_dir), "name": "logs", "flush_logs_every_n_steps": 1}},
+            "callbacks": [checkpointing(ckpt_dir, every)]}
+
+
 def ring8_config(run_dir: Path, max_steps: int, every: int, hidden: int = 32, layers: int = 2,
                  batch_size: int = 64, extra_trainer: dict | None = None, ckpt_dir: Path | None = None) -> Path:
     config = {
         "seed_everything": 0,
-        "trainer": {"max_steps": max_steps, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 1,
-                    "default_root_dir": str(run_dir), "enable_progress_bar": False, "enable_model_summary": False,
-                    "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
-                               "init_args": {"save_dir": str(run_dir), "name": "logs", "flush_logs_every_n_steps": 1}},
-                    "callbacks": [checkpointing(ckpt_dir or run_dir / "checkpoints", every)],
+        "trainer": {**trainer_config(run_dir, max_steps, ckpt_dir or run_dir / "checkpoints", every),
                     **(extra_trainer or {})},
         "model": {"class_path": "modules.gan.GAN", "init_args": {
             "generator": {"class_path": "modules.nets.mlp.MLPGenerator",
@@ -191,11 +196,7 @@ def ring8_config(run_dir: Path, max_steps: int, every: int, hidden: int = 32, la
 def dcgan_config(run_dir: Path, index: str, max_steps: int, every: int, **data: object) -> Path:
     config = {
         "seed_everything": 0,
-        "trainer": {"max_steps": max_steps, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 1,
-                    "default_root_dir": str(run_dir), "enable_progress_bar": False, "enable_model_summary": False,
-                    "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
-                               "init_args": {"save_dir": str(run_dir), "name": "logs", "flush_logs_every_n_steps": 1}},
-                    "callbacks": [checkpointing(run_dir / "checkpoints", every)]},
+        "trainer": trainer_config(run_dir, max_steps, run_dir / "checkpoints", every),
         "model": {"class_path": "modules.gan.GAN", "init_args": {
             "generator": {"class_path": "modules.nets.dcgan.DCGANGenerator",
                           "init_args": {"latent_dim": 16, "resolution": 16, "channels": 1, "base_width": 8}},

@@ -12,14 +12,7 @@ from modules.nets.dcgan import DCGANEncoder, DCGANGenerator
 from modules.nets.joint import JointConvDiscriminator, JointMLPDiscriminator
 from modules.nets.mlp import MLPGenerator
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets on a shared 2-core machine run fastest without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_2d(n: int = 4096) -> torch.Tensor:

@@ -13,13 +13,7 @@ from modules.nets.dcgan import DCGANDiscriminator, DCGANEncoder, DCGANGenerator
 SMALL = {"resolution": 16, "channels": 1, "base_width": 8, "max_width": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets on a shared 2-core machine run fastest without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conditional_generator() -> DCGANGenerator:

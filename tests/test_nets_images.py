@@ -17,13 +17,7 @@ from modules.nets.resnet import ResNetDiscriminator, ResNetGenerator, SelfAttent
 SMALL = {"base_width": 8, "max_width": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets on a shared 2-core machine run fastest without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def class_images(n: int, classes: int, side: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

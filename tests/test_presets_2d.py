@@ -28,13 +28,7 @@ VARIANTS = {
 MIXTURE = {"deligan": ("grid25", 25)}  # the others default to ring8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny MLPs run as fast on one thread, and a second thread only contends with the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("preset", sorted(VARIANTS))

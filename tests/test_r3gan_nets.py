@@ -20,12 +20,7 @@ from modules.nets.r3gan import (
 TINY = {"widths": [16, 16, 8], "cardinalities": [4, 4, 2], "blocks_per_stage": 1}  # 16 px
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -16,12 +16,7 @@ from modules.nets.stylegan2.synthesis import SynthesisLayer, modulated_conv2d
 SMALL = {"channel_base": 512, "channel_max": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_generator(resolution=32, channels=1, **kwargs):
