@@ -3,14 +3,22 @@ deepspeed_gan (ZeRO-1, ZeRO-2), on CPU.
 
     python scripts/bench_scale.py                       # ring8's MLPs, batch 256 per rank, 1 thread per process
     python scripts/bench_scale.py --hidden 512 --batch 1024 --threads 1 --steps 300 --rounds 3
+    python scripts/bench_scale.py --variants plain ganforge ganforge_bar --rounds 7            # framework cost
+    python scripts/bench_scale.py --model dcgan32 --variants plain ganforge ganforge_bar --rounds 5
+    python scripts/bench_scale.py --variants solo2 ddp2 ddp2_no_overlap --rounds 5             # ddp_gan overlap
 
-Every variant trains the same networks (MLP G and D, non-saturating loss, Adam, n_critic=1, EMA) on the same
-2-D mixture batches, each in a fresh process with ``--threads`` torch threads per process; rounds interleave
-the variants and the best round of each counts (the machine may be shared). Prints steps/s and images/s
-(real images shown to D per second, all ranks), ganforge/plain (the framework's cost; floor 0.95) and each
-2-process step time at the same per-rank batch over the 1-process one, and over two independent 1-process runs
-at once (on a machine with as many cores as ranks, the latter is the cost of distribution alone; ceiling 1.10
-for ddp_gan). DeepSpeed runs on its CPU accelerator over gloo, with the module's torch Adam (nothing compiled).
+Every variant trains the same networks (``--model mlp``: MLP G and D; ``dcgan32``: the quickstart preset's
+DCGAN-32 players and batch, configs/dcgan.yaml; non-saturating loss, Adam, n_critic=1, EMA, D frozen in G's step)
+on the same batches (2-D mixture batches; for dcgan32 images held in memory), each in a fresh process with
+``--threads`` torch threads per process; rounds interleave the variants (the machine may be shared). Prints, per
+variant, the best round and the spread of the rounds, steps/s and images/s (real images shown to D per second,
+all ranks); ganforge/plain throughput (the framework's cost; floors 0.97 for the MLPs, 0.98 for dcgan32) as the
+best rounds' ratio and the range of the per-round ratios (plain and ganforge of one round ran back to back);
+and each 2-process step time at the same per-rank batch over the 1-process one, and over two independent
+1-process runs at once (on a machine with as many cores as ranks, the latter is the cost of distribution alone;
+ceiling 1.10 for ddp_gan). ``ganforge_bar`` is ganforge with Lightning's default progress bar (to a discarded
+stderr), the others run without one. DeepSpeed runs on its CPU accelerator over gloo, with the module's torch
+Adam (nothing compiled).
 """
 
 from __future__ import annotations
@@ -18,11 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from preset_players import preset_players
 
 REPO = Path(__file__).resolve().parents[1]
 # Two 1-process runs at once: the cores, caches and memory bandwidth are as busy as under 2-process DDP, with no
@@ -30,16 +41,22 @@ REPO = Path(__file__).resolve().parents[1]
 INDEPENDENT = "independent"
 # variant -> (label, processes, trainer strategy)
 VARIANTS = {"plain": ("plain PyTorch, 1 process", 1, None), "ganforge": ("ganforge, 1 process", 1, "auto"),
+            "ganforge_bar": ("ganforge + progress bar", 1, "auto"),
             "solo2": ("ganforge, 2 independent procs", 2, INDEPENDENT),
             "ddp2": ("ganforge ddp_gan, 2 procs", 2, "ddp_gan"),
+            "ddp2_no_overlap": ("ddp_gan, no overlap, 2 procs", 2, "ddp_gan"),
             "zero1": ("deepspeed_gan ZeRO-1, 2 procs", 2, 1), "zero2": ("deepspeed_gan ZeRO-2, 2 procs", 2, 2)}
+# --model -> (preset whose players and batch are used, default batch, learning rate, EMA half-life in kimg)
+MODELS = {"mlp": (None, 256, 1e-3, 10.0), "dcgan32": ("dcgan", None, None, None)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=MODELS, default="mlp",
+                        help="mlp: MLP players (--hidden, --layers); dcgan32: configs/dcgan.yaml's players and batch")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=256, help="per rank")
+    parser.add_argument("--batch", type=int, help="per rank (default: 256 for mlp, the preset's for dcgan32)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--steps", type=int, default=300, help="timed generator steps (after --warmup)")
     parser.add_argument("--warmup", type=int, default=30)
@@ -51,17 +68,48 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def networks(args):
+def players(args) -> tuple:
+    """(G, D, GAN settings: lr_g, lr_d, betas_g, betas_d, ema_kimg) of ``--model``, seeded."""
+    import torch
+
     from modules.nets.mlp import MLPDiscriminator, MLPGenerator
 
-    return (MLPGenerator(latent_dim=2, hidden=args.hidden, layers=args.layers),
-            MLPDiscriminator(hidden=args.hidden, layers=args.layers))
+    torch.manual_seed(0)
+    preset, _, lr, ema_kimg = MODELS[args.model]
+    if preset is None:
+        return (MLPGenerator(latent_dim=2, hidden=args.hidden, layers=args.layers),
+                MLPDiscriminator(hidden=args.hidden, layers=args.layers),
+                {"lr_g": lr, "lr_d": lr, "betas_g": (0.5, 0.999), "betas_d": (0.5, 0.999), "ema_kimg": ema_kimg})
+    g, d, settings, _ = preset_players(preset)
+    return g, d, {k: settings[k] for k in ("lr_g", "lr_d", "betas_g", "betas_d", "ema_kimg")}
+
+
+def batch_size(args) -> int:
+    preset, batch, _, _ = MODELS[args.model]
+    return args.batch or batch or preset_players(preset)[3]
 
 
 def data(args):
+    """The model's training batches: 2-D mixture batches, or random images held in memory (no decoding)."""
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import DataLoader
+
     from datamodules.mixture_datamodule import MixtureDataModule
 
-    return MixtureDataModule(batch_size=args.batch, batches_per_epoch=args.warmup + args.steps + 10)
+    batches = args.warmup + args.steps + 10
+    if MODELS[args.model][0] is None:
+        return MixtureDataModule(batch_size=batch_size(args), batches_per_epoch=batches)
+    g = players(args)[0]
+    with torch.no_grad():
+        shape = g(torch.zeros(2, g.latent_dim)).shape[1:]
+    images = torch.rand(8, batch_size(args), *shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    class InMemoryBatches(pl.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader([images[i % len(images)] for i in range(batches)], batch_size=None)
+
+    return InMemoryBatches()
 
 
 def plain(args) -> float:
@@ -71,21 +119,21 @@ def plain(args) -> float:
     from modules.ema import make_ema_copy, update_ema
     from modules.losses import NonSaturatingLoss
 
-    g, d = networks(args)
-    ema, loss = make_ema_copy(g), NonSaturatingLoss()
-    opt_g = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    g, d, hp = players(args)
+    ema, loss, n = make_ema_copy(g), NonSaturatingLoss(), batch_size(args)
+    opt_g = torch.optim.Adam(g.parameters(), lr=hp["lr_g"], betas=hp["betas_g"])
+    opt_d = torch.optim.Adam(d.parameters(), lr=hp["lr_d"], betas=hp["betas_d"])
     module = data(args)
     stamps = []
     for real in module.train_dataloader():
         with torch.no_grad():
-            fake = g(torch.randn(args.batch, 2))
-        d_loss = loss.discriminator(d(real), d(fake))
+            fake = g(torch.randn(n, g.latent_dim), None)
+        d_loss = loss.discriminator(d(real, None), d(fake, None))
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         d.requires_grad_(False)
-        g_loss = loss.generator(d(g(torch.randn(args.batch, 2))))
+        g_loss = loss.generator(d(g(torch.randn(n, g.latent_dim), None), None))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -107,6 +155,7 @@ def ganforge(args, variant: str) -> dict | None:
     from modules.gan import GAN
     from modules.losses import NonSaturatingLoss
     from pipeline.strategies.deepspeed_gan import DeepSpeedGANStrategy
+    from pipeline.strategies.two_player_ddp import TwoPlayerDDPStrategy
 
     in_collectives = [0.0]
 
@@ -131,18 +180,21 @@ def ganforge(args, variant: str) -> dict | None:
             if len(self.times) == args.warmup + 1:
                 in_collectives[0] = 0.0
 
-    g, d = networks(args)
-    model = GAN(g, d, loss=NonSaturatingLoss(), lr_g=1e-3, lr_d=1e-3, ema_kimg=10.0)
+    g, d, hp = players(args)
+    model = GAN(g, d, loss=NonSaturatingLoss(), **hp)
     stamps = Stamps()
     _, devices, strategy = VARIANTS[variant]
     if strategy == INDEPENDENT:
         devices, strategy = 1, "auto"
     if isinstance(strategy, int):
         strategy = DeepSpeedGANStrategy(zero_stage=strategy)
+    if strategy == "ddp_gan":
+        strategy = TwoPlayerDDPStrategy(overlap=variant != "ddp2_no_overlap")
     trainer = pl.Trainer(accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0,
                          devices=devices, strategy=strategy,
                          max_steps=args.warmup + args.steps + 1, logger=False, callbacks=[stamps],
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+                         enable_checkpointing=False, enable_progress_bar=variant == "ganforge_bar",
+                         enable_model_summary=False)
     trainer.fit(model, data(args))
     if not trainer.is_global_zero:
         return None
@@ -175,22 +227,30 @@ def run_variant(variant: str, argv: list[str]) -> dict:
         return max((json.loads(out.read_text()) for out in outs), key=lambda r: r["seconds_per_step"])
 
 
+def spread(values: list[float]) -> str:
+    """min-max of the rounds as a percentage of their median."""
+    return f"{100 * (max(values) - min(values)) / statistics.median(values):.0f}%"
+
+
 def main() -> None:
     args = parse_args()
     if args.worker:
         worker(args)
         return
     argv = sys.argv[1:]
-    best: dict[str, dict] = {}
+    rounds: dict[str, list[dict]] = {variant: [] for variant in args.variants}
     for _ in range(args.rounds):
         for variant in args.variants:
-            result = run_variant(variant, argv)
-            if variant not in best or result["seconds_per_step"] < best[variant]["seconds_per_step"]:
-                best[variant] = result
-    print(f"MLP G/D hidden={args.hidden} layers={args.layers}, batch {args.batch} per rank, {args.threads} "
-          f"thread(s) per process, best of {args.rounds} rounds x {args.steps} steps, {os.cpu_count()} CPUs")
-    print(f"{'variant':<31}{'ms/step':>9}{'steps/s':>9}{'images/s':>10}{'vs 1 proc':>11}{'vs 2 indep':>12}"
-          f"{'collectives':>13}")
+            rounds[variant].append(run_variant(variant, argv))
+    seconds = {v: [r["seconds_per_step"] for r in results] for v, results in rounds.items()}
+    best = {v: min(results, key=lambda r: r["seconds_per_step"]) for v, results in rounds.items()}
+    batch = batch_size(args)
+    model = f"MLP G/D hidden={args.hidden} layers={args.layers}" if args.model == "mlp" else \
+        f"{args.model} (configs/{MODELS[args.model][0]}.yaml's players)"
+    print(f"{model}, batch {batch} per rank, {args.threads} thread(s) per process, {args.rounds} interleaved rounds "
+          f"x {args.steps} steps, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'variant':<31}{'ms/step':>9}{'spread':>8}{'steps/s':>9}{'images/s':>10}{'vs 1 proc':>11}"
+          f"{'vs 2 indep':>12}{'collectives':>13}")
     one, two = (best[v]["seconds_per_step"] if v in best else float("nan") for v in ("ganforge", "solo2"))
     for variant in args.variants:
         label, ranks, strategy = VARIANTS[variant]
@@ -199,14 +259,25 @@ def main() -> None:
         over_one = f"{s / one:.3f}" if ranks > 1 else ""
         over_two = f"{s / two:.3f}" if distributed else ""
         collectives = f"{1000 * best[variant]['collective_seconds_per_step']:.2f} ms" if distributed else ""
-        print(f"{label:<31}{1000 * s:>9.2f}{1 / s:>9.1f}{ranks * args.batch / s:>10.0f}{over_one:>11}{over_two:>12}"
-              f"{collectives:>13}")
-    if "plain" in best:
-        print(f"ganforge / plain throughput: {best['plain']['seconds_per_step'] / one:.3f}  (floor 0.95)")
-    print("'vs 1 proc': step time over ganforge's 1-process one alone on the machine; 'vs 2 indep': over two "
-          "independent 1-process runs sharing the machine as the 2 ranks do, the cost of distribution alone "
-          "(ddp_gan ceiling 1.10); 'collectives': rank 0's time per step in torch.distributed calls, waiting "
-          "included")
+        print(f"{label:<31}{1000 * s:>9.2f}{spread(seconds[variant]):>8}{1 / s:>9.1f}{ranks * batch / s:>10.0f}"
+              f"{over_one:>11}{over_two:>12}{collectives:>13}")
+    floor = 0.97 if args.model == "mlp" else 0.98
+    for variant in ("ganforge", "ganforge_bar", "ddp2"):
+        reference = "plain" if variant != "ddp2" else "solo2"
+        if variant in seconds and reference in seconds:
+            per_round = sorted(a / b for a, b in zip(seconds[reference], seconds[variant], strict=True))
+            if variant == "ddp2":  # a cost, not a throughput: step time over the reference's
+                per_round = sorted(1 / r for r in per_round)
+            name = f"{variant} / {reference} {'step time' if variant == 'ddp2' else 'throughput'}"
+            best_ratio = (best[reference]["seconds_per_step"] / best[variant]["seconds_per_step"]) ** (
+                -1 if variant == "ddp2" else 1)
+            print(f"{name}: best rounds {best_ratio:.3f}, per round median {statistics.median(per_round):.3f} "
+                  f"(min {per_round[0]:.3f}, max {per_round[-1]:.3f})" + ("" if variant == "ddp2" else
+                                                                            f"  (floor {floor})"))
+    print("ms/step: the best round; spread: the rounds' max - min over their median. 'vs 1 proc': step time over "
+          "ganforge's 1-process one alone on the machine; 'vs 2 indep': over two independent 1-process runs sharing "
+          "the machine as the 2 ranks do, the cost of distribution alone (ddp_gan ceiling 1.10); 'collectives': rank "
+          "0's time per step in torch.distributed calls, waiting included (with overlap, only the waits)")
 
 
 if __name__ == "__main__":
