@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from modules.augment import DiffAugment
 from modules.ema import ema_beta, make_ema_copy, update_ema
+from modules.host_metrics import host_scalars
 from modules.losses import GANLoss, NonSaturatingLoss
 from modules.regularizers import apply_spectral_norm, clip_weights_, gradient_penalty, r1_penalty
 
@@ -128,8 +129,14 @@ class GAN(pl.LightningModule):
                 scheduler.step()
         metrics["kimg"] = self.images_seen / 1000.0
         if self._is_logging_step():
-            for name, value in metrics.items():
-                self.log(name, value, prog_bar=name in _PROGRESS_BAR)
+            self.log_step_metrics(metrics)
+
+    def log_step_metrics(self, metrics: dict[str, Tensor | float]) -> None:
+        """Logs the step's metrics as host scalars, copied in one transfer: Lightning converts progress-bar values
+        with .item() on every batch until they are logged again, which for device tensors would be a host sync
+        per value per batch."""
+        for name, value in host_scalars(metrics).items():
+            self.log(name, value, prog_bar=name in _PROGRESS_BAR)
 
     def _is_logging_step(self) -> bool:
         """Lightning writes logged values every ``log_every_n_steps`` batches; computing them on the other
@@ -200,11 +207,13 @@ class GAN(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Per-player gradient clipping and gradient-norm logging (grads are final here)."""
         player = self._player(optimizer)
+        limit = self.hparams.grad_clip_g if player == "g" else self.hparams.grad_clip_d
+        logging = self._is_logging_step()
+        if limit is None and not logging:
+            return
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not params:
             return
-        limit = self.hparams.grad_clip_g if player == "g" else self.hparams.grad_clip_d
-        logging = self._is_logging_step()
         if limit is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, limit)
         elif logging:
@@ -238,6 +247,9 @@ class GAN(pl.LightningModule):
         update_ema(self.generator_ema, self.generator, beta)
 
     def _score_metrics(self, real_scores: Tensor, fake_scores: Tensor) -> dict[str, Tensor]:
+        """Mean D(x) and D(G(z)) (raw scores for non-probabilistic losses), on logging steps only (device work)."""
+        if not self._is_logging_step():
+            return {}
         if self.loss.probabilistic:
             return {"D(x)": torch.sigmoid(real_scores).mean().detach(),
                     "D(G(z))": torch.sigmoid(fake_scores).mean().detach()}

@@ -139,10 +139,21 @@ def plain(args) -> float:
         opt_g.step()
         d.requires_grad_(True)
         update_ema(ema, g, 0.999)
-        stamps.append(time.perf_counter())
+        stamps.append(clocks())
         if len(stamps) > args.warmup + args.steps:
             break
-    return (stamps[-1] - stamps[args.warmup]) / args.steps
+    return per_step(stamps, args.warmup, args.steps)
+
+
+def clocks() -> tuple[float, float]:
+    """(wall, this process's CPU) seconds: with 1 thread per process the CPU clock is the step's cost without the
+    time spent waiting for a core that other programs hold, so it is steadier than the wall on a shared machine."""
+    return time.perf_counter(), time.process_time()
+
+
+def per_step(stamps: list[tuple[float, float]], first: int, steps: int) -> dict[str, float]:
+    return {"seconds_per_step": (stamps[-1][0] - stamps[first][0]) / steps,
+            "cpu_seconds_per_step": (stamps[-1][1] - stamps[first][1]) / steps}
 
 
 def ganforge(args, variant: str) -> dict | None:
@@ -176,7 +187,7 @@ def ganforge(args, variant: str) -> dict | None:
             self.times = []
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.times.append(time.perf_counter())
+            self.times.append(clocks())
             if len(self.times) == args.warmup + 1:
                 in_collectives[0] = 0.0
 
@@ -199,15 +210,14 @@ def ganforge(args, variant: str) -> dict | None:
     if not trainer.is_global_zero:
         return None
     steps = len(stamps.times) - 1 - args.warmup
-    return {"seconds_per_step": (stamps.times[-1] - stamps.times[args.warmup]) / steps,
-            "collective_seconds_per_step": in_collectives[0] / steps}
+    return {**per_step(stamps.times, args.warmup, steps), "collective_seconds_per_step": in_collectives[0] / steps}
 
 
 def worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    result = {"seconds_per_step": plain(args)} if args.worker == "plain" else ganforge(args, args.worker)
+    result = plain(args) if args.worker == "plain" else ganforge(args, args.worker)
     if result is not None:
         Path(args.out).write_text(json.dumps(result))
 
@@ -232,6 +242,19 @@ def spread(values: list[float]) -> str:
     return f"{100 * (max(values) - min(values)) / statistics.median(values):.0f}%"
 
 
+def ratio_line(variant: str, reference: str, seconds: dict[str, list[float]], clock: str, floor: float | None) -> str:
+    """reference/variant throughput (or, for 2-process variants, variant/reference step time) by ``clock``: the
+    best rounds' ratio and the per-round ratios' median and range (the two ran back to back in each round)."""
+    cost = reference != "plain"
+    per_round = sorted((a / b) ** (-1 if cost else 1) for a, b in zip(seconds[reference], seconds[variant],
+                                                                      strict=True))
+    best = (min(seconds[reference]) / min(seconds[variant])) ** (-1 if cost else 1)
+    kind = "step time" if cost else "throughput"
+    return (f"{variant} / {reference} {kind} ({clock} clock): best rounds {best:.3f}, per round median "
+            f"{statistics.median(per_round):.3f} (min {per_round[0]:.3f}, max {per_round[-1]:.3f})"
+            + (f"  (floor {floor})" if floor else ""))
+
+
 def main() -> None:
     args = parse_args()
     if args.worker:
@@ -243,14 +266,15 @@ def main() -> None:
         for variant in args.variants:
             rounds[variant].append(run_variant(variant, argv))
     seconds = {v: [r["seconds_per_step"] for r in results] for v, results in rounds.items()}
+    cpu_seconds = {v: [r["cpu_seconds_per_step"] for r in results] for v, results in rounds.items()}
     best = {v: min(results, key=lambda r: r["seconds_per_step"]) for v, results in rounds.items()}
     batch = batch_size(args)
     model = f"MLP G/D hidden={args.hidden} layers={args.layers}" if args.model == "mlp" else \
         f"{args.model} (configs/{MODELS[args.model][0]}.yaml's players)"
     print(f"{model}, batch {batch} per rank, {args.threads} thread(s) per process, {args.rounds} interleaved rounds "
           f"x {args.steps} steps, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'variant':<31}{'ms/step':>9}{'spread':>8}{'steps/s':>9}{'images/s':>10}{'vs 1 proc':>11}"
-          f"{'vs 2 indep':>12}{'collectives':>13}")
+    print(f"{'variant':<31}{'ms/step':>9}{'spread':>8}{'CPU ms':>8}{'spread':>8}{'steps/s':>9}"
+          f"{'images/s':>10}{'vs 1 proc':>11}{'vs 2 indep':>12}{'collectives':>13}")
     one, two = (best[v]["seconds_per_step"] if v in best else float("nan") for v in ("ganforge", "solo2"))
     for variant in args.variants:
         label, ranks, strategy = VARIANTS[variant]
@@ -259,22 +283,18 @@ def main() -> None:
         over_one = f"{s / one:.3f}" if ranks > 1 else ""
         over_two = f"{s / two:.3f}" if distributed else ""
         collectives = f"{1000 * best[variant]['collective_seconds_per_step']:.2f} ms" if distributed else ""
-        print(f"{label:<31}{1000 * s:>9.2f}{spread(seconds[variant]):>8}{1 / s:>9.1f}{ranks * batch / s:>10.0f}"
+        cpu = cpu_seconds[variant]
+        print(f"{label:<31}{1000 * s:>9.2f}{spread(seconds[variant]):>8}{1000 * min(cpu):>8.2f}{spread(cpu):>8}"
+              f"{1 / s:>9.1f}{ranks * batch / s:>10.0f}"
               f"{over_one:>11}{over_two:>12}{collectives:>13}")
     floor = 0.97 if args.model == "mlp" else 0.98
-    for variant in ("ganforge", "ganforge_bar", "ddp2"):
-        reference = "plain" if variant != "ddp2" else "solo2"
-        if variant in seconds and reference in seconds:
-            per_round = sorted(a / b for a, b in zip(seconds[reference], seconds[variant], strict=True))
-            if variant == "ddp2":  # a cost, not a throughput: step time over the reference's
-                per_round = sorted(1 / r for r in per_round)
-            name = f"{variant} / {reference} {'step time' if variant == 'ddp2' else 'throughput'}"
-            best_ratio = (best[reference]["seconds_per_step"] / best[variant]["seconds_per_step"]) ** (
-                -1 if variant == "ddp2" else 1)
-            print(f"{name}: best rounds {best_ratio:.3f}, per round median {statistics.median(per_round):.3f} "
-                  f"(min {per_round[0]:.3f}, max {per_round[-1]:.3f})" + ("" if variant == "ddp2" else
-                                                                            f"  (floor {floor})"))
-    print("ms/step: the best round; spread: the rounds' max - min over their median. 'vs 1 proc': step time over "
+    for clock, values in (("wall", seconds), ("CPU", cpu_seconds)):
+        for variant, reference in (("ganforge", "plain"), ("ganforge_bar", "plain"), ("ddp2", "solo2"),
+                                   ("ddp2", "ddp2_no_overlap")):
+            if variant in values and reference in values:
+                print(ratio_line(variant, reference, values, clock, floor if reference == "plain" else None))
+    print("ms/step, CPU ms: the best round by the wall and the process's CPU clock; spread: the rounds' max - min "
+          "over their median. 'vs 1 proc': step time over "
           "ganforge's 1-process one alone on the machine; 'vs 2 indep': over two independent 1-process runs sharing "
           "the machine as the 2 ranks do, the cost of distribution alone (ddp_gan ceiling 1.10); 'collectives': rank "
           "0's time per step in torch.distributed calls, waiting included (with overlap, only the waits)")
