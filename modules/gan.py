@@ -25,6 +25,7 @@ from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 
 from modules.augment import DiffAugment
+from modules.compile import Compiler
 from modules.ema import ema_beta, make_ema_copy, update_ema
 from modules.host_metrics import host_scalars
 from modules.losses import GANLoss, NonSaturatingLoss
@@ -59,11 +60,14 @@ class GAN(pl.LightningModule):
         ema_rampup: caps the EMA half-life at this fraction of images seen (None: no ramp-up).
         augment: DiffAugment applied to everything D sees, in both players' steps (None: off).
         channels_last: NHWC memory format for image networks and batches (faster convolutions on GPUs).
+        compile, compile_mode, compile_backend: torch.compile G's and D's forwards for fit, in place (checkpoints
+            stay the eager networks'); where compilation fails, one warning and eager (modules.compile).
         noise_seed: seed of the game's random streams (None: the process's torch seed at construction).
     """
 
     # Constructor arguments that are objects rather than settings: kept out of hparams when built in Python.
     object_arguments: tuple[str, ...] = ("generator", "discriminator", "loss", "augment")
+    _compiler: Compiler | None = None  # set by compile_players
 
     def __init__(
         self,
@@ -88,6 +92,9 @@ class GAN(pl.LightningModule):
         ema_rampup: float | None = 0.05,
         augment: DiffAugment | None = None,
         channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None,
+        compile_backend: str = "inductor",
         noise_seed: int | None = None,
     ):
         super().__init__()
@@ -112,6 +119,14 @@ class GAN(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            self.compile_players()
+
+    def compile_players(self) -> None:
+        """model.compile: G's and D's forwards (with the regularizers' passes through D) run torch.compile'd."""
+        self._compiler = Compiler(self.hparams.compile_mode, self.hparams.compile_backend)
+        for net in (self.generator, self.discriminator):
+            self._compiler.compile(net)
 
     # ---- the game -------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -145,7 +160,12 @@ class GAN(pl.LightningModule):
         return (trainer.fit_loop.total_batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0
 
     def critic(self, x: Tensor, labels: Tensor | None, aug_tag: str) -> Tensor:
-        """D's scores for x, seen through DiffAugment (drawn from stream ``aug_tag``) when it is on."""
+        """D's scores for x, seen through DiffAugment (drawn from stream ``aug_tag``) when it is on. A gradient
+        penalty's input (a leaf that requires grad) is scored by the eager D: the penalty is differentiated twice,
+        which a compiled graph does not support (modules.compile)."""
+        if self._compiler is not None and x.is_leaf and x.requires_grad:
+            with self._compiler.eager():
+                return self.critic(x.view_as(x), labels, aug_tag)  # a view: no longer a leaf
         if self.augment is not None:
             x = self.augment(x, self._rng(aug_tag))
         return self.discriminator(x, labels)
