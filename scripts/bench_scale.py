@@ -6,6 +6,7 @@ deepspeed_gan (ZeRO-1, ZeRO-2), on CPU.
     python scripts/bench_scale.py --variants plain ganforge ganforge_bar --rounds 7            # framework cost
     python scripts/bench_scale.py --model dcgan32 --variants plain ganforge ganforge_bar --rounds 5
     python scripts/bench_scale.py --variants solo2 ddp2 ddp2_no_overlap --rounds 5             # ddp_gan overlap
+    python scripts/bench_scale.py --model dcgan32 --variants ganforge compiled --rounds 2 --steps 40 --warmup 10
 
 Every variant trains the same networks (``--model mlp``: MLP G and D; ``dcgan32``: the quickstart preset's
 DCGAN-32 players and batch, configs/dcgan.yaml; non-saturating loss, Adam, n_critic=1, EMA, D frozen in G's step)
@@ -16,7 +17,8 @@ all ranks); ganforge/plain throughput (the framework's cost; floors 0.97 for the
 best rounds' ratio and the range of the per-round ratios (plain and ganforge of one round ran back to back);
 and each 2-process step time at the same per-rank batch over the 1-process one, and over two independent
 1-process runs at once (on a machine with as many cores as ranks, the latter is the cost of distribution alone;
-ceiling 1.10 for ddp_gan). ``ganforge_bar`` is ganforge with Lightning's default progress bar (to a discarded
+ceiling 1.10 for ddp_gan). ``compiled`` is ganforge with ``model.compile`` (``--compile-mode``): its step
+speed-up and its compile time (its first batch's time over the eager first batch's). ``ganforge_bar`` is ganforge with Lightning's default progress bar (to a discarded
 stderr), the others run without one. DeepSpeed runs on its CPU accelerator over gloo, with the module's torch
 Adam (nothing compiled).
 """
@@ -42,18 +44,22 @@ INDEPENDENT = "independent"
 # variant -> (label, processes, trainer strategy)
 VARIANTS = {"plain": ("plain PyTorch, 1 process", 1, None), "ganforge": ("ganforge, 1 process", 1, "auto"),
             "ganforge_bar": ("ganforge + progress bar", 1, "auto"),
+            "compiled": ("ganforge, model.compile", 1, "auto"),
             "solo2": ("ganforge, 2 independent procs", 2, INDEPENDENT),
             "ddp2": ("ganforge ddp_gan, 2 procs", 2, "ddp_gan"),
             "ddp2_no_overlap": ("ddp_gan, no overlap, 2 procs", 2, "ddp_gan"),
             "zero1": ("deepspeed_gan ZeRO-1, 2 procs", 2, 1), "zero2": ("deepspeed_gan ZeRO-2, 2 procs", 2, 2)}
 # --model -> (preset whose players and batch are used, default batch, learning rate, EMA half-life in kimg)
-MODELS = {"mlp": (None, 256, 1e-3, 10.0), "dcgan32": ("dcgan", None, None, None)}
+MODELS = {"mlp": (None, 256, 1e-3, 10.0), "dcgan32": ("dcgan", None, None, None),
+          "resnet32": ("sngan_hinge_resnet", None, None, None)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=MODELS, default="mlp",
-                        help="mlp: MLP players (--hidden, --layers); dcgan32: configs/dcgan.yaml's players and batch")
+                        help="mlp: MLP players (--hidden, --layers); dcgan32, resnet32: the players and batch of "
+                             "configs/dcgan.yaml, configs/sngan_hinge_resnet.yaml")
+    parser.add_argument("--compile-mode", help="torch.compile mode of the 'compiled' variant (default: its default)")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--batch", type=int, help="per rank (default: 256 for mlp, the preset's for dcgan32)")
@@ -73,6 +79,7 @@ def players(args) -> tuple:
     import torch
 
     from modules.nets.mlp import MLPDiscriminator, MLPGenerator
+    from modules.regularizers import apply_spectral_norm
 
     torch.manual_seed(0)
     preset, _, lr, ema_kimg = MODELS[args.model]
@@ -81,7 +88,10 @@ def players(args) -> tuple:
                 MLPDiscriminator(hidden=args.hidden, layers=args.layers),
                 {"lr_g": lr, "lr_d": lr, "betas_g": (0.5, 0.999), "betas_d": (0.5, 0.999), "ema_kimg": ema_kimg})
     g, d, settings, _ = preset_players(preset)
-    return g, d, {k: settings[k] for k in ("lr_g", "lr_d", "betas_g", "betas_d", "ema_kimg")}
+    if settings.get("spectral_norm"):  # on the net itself, so that the plain loop has it too
+        d = apply_spectral_norm(d)
+    return g, d, {k: settings[k] for k in ("lr_g", "lr_d", "betas_g", "betas_d") if k in settings} | {
+        "ema_kimg": settings.get("ema_kimg", 10.0)}
 
 
 def batch_size(args) -> int:
@@ -186,13 +196,16 @@ def ganforge(args, variant: str) -> dict | None:
         def __init__(self):
             self.times = []
 
+        def on_train_start(self, trainer, pl_module):
+            self.started = time.perf_counter()
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.times.append(clocks())
             if len(self.times) == args.warmup + 1:
                 in_collectives[0] = 0.0
 
     g, d, hp = players(args)
-    model = GAN(g, d, loss=NonSaturatingLoss(), **hp)
+    model = GAN(g, d, loss=NonSaturatingLoss(), compile=variant == "compiled", compile_mode=args.compile_mode, **hp)
     stamps = Stamps()
     _, devices, strategy = VARIANTS[variant]
     if strategy == INDEPENDENT:
@@ -210,7 +223,8 @@ def ganforge(args, variant: str) -> dict | None:
     if not trainer.is_global_zero:
         return None
     steps = len(stamps.times) - 1 - args.warmup
-    return {**per_step(stamps.times, args.warmup, steps), "collective_seconds_per_step": in_collectives[0] / steps}
+    return {**per_step(stamps.times, args.warmup, steps), "collective_seconds_per_step": in_collectives[0] / steps,
+            "first_batch_seconds": stamps.times[0][0] - stamps.started}
 
 
 def worker(args) -> None:
@@ -293,6 +307,15 @@ def main() -> None:
                                    ("ddp2", "ddp2_no_overlap")):
             if variant in values and reference in values:
                 print(ratio_line(variant, reference, values, clock, floor if reference == "plain" else None))
+    if "compiled" in best and "ganforge" in best:
+        speedup = one / best["compiled"]["seconds_per_step"]
+        compile_s = [c["first_batch_seconds"] - e["first_batch_seconds"]
+                     for c, e in zip(rounds["compiled"], rounds["ganforge"], strict=True)]
+        print(f"model.compile (mode {args.compile_mode or 'default'}): step speed-up {speedup:.2f}x (best rounds; per "
+              f"round {min(a / b for a, b in zip(seconds['ganforge'], seconds['compiled'], strict=True)):.2f}-"
+              f"{max(a / b for a, b in zip(seconds['ganforge'], seconds['compiled'], strict=True)):.2f}x), compile "
+              f"time {statistics.median(compile_s):.0f} s (first batch over the eager first batch, median; "
+              f"{min(compile_s):.0f}-{max(compile_s):.0f} s)")
     print("ms/step, CPU ms: the best round by the wall and the process's CPU clock; spread: the rounds' max - min "
           "over their median. 'vs 1 proc': step time over "
           "ganforge's 1-process one alone on the machine; 'vs 2 indep': over two independent 1-process runs sharing "
