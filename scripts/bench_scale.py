@@ -19,8 +19,8 @@ and each 2-process step time at the same per-rank batch over the 1-process one, 
 1-process runs at once (on a machine with as many cores as ranks, the latter is the cost of distribution alone;
 ceiling 1.10 for ddp_gan). ``compiled`` is ganforge with ``model.compile`` (``--compile-mode``): its step
 speed-up and its compile time (its first batch's time over the eager first batch's). ``ganforge_bar`` is
-ganforge with Lightning's default progress bar (to a discarded stderr), the others run without one. DeepSpeed runs on its CPU accelerator over gloo, with the module's torch
-Adam (nothing compiled).
+ganforge with Lightning's default progress bar (to a discarded stderr), the others run without one.
+DeepSpeed runs on its CPU accelerator over gloo, with the module's torch Adam (nothing compiled).
 """
 
 from __future__ import annotations
