@@ -308,14 +308,14 @@ def main() -> None:
             if variant in values and reference in values:
                 print(ratio_line(variant, reference, values, clock, floor if reference == "plain" else None))
     if "compiled" in best and "ganforge" in best:
-        speedup = one / best["compiled"]["seconds_per_step"]
         compile_s = [c["first_batch_seconds"] - e["first_batch_seconds"]
                      for c, e in zip(rounds["compiled"], rounds["ganforge"], strict=True)]
-        print(f"model.compile (mode {args.compile_mode or 'default'}): step speed-up {speedup:.2f}x (best rounds; per "
-              f"round {min(a / b for a, b in zip(seconds['ganforge'], seconds['compiled'], strict=True)):.2f}-"
-              f"{max(a / b for a, b in zip(seconds['ganforge'], seconds['compiled'], strict=True)):.2f}x), compile "
-              f"time {statistics.median(compile_s):.0f} s (first batch over the eager first batch, median; "
-              f"{min(compile_s):.0f}-{max(compile_s):.0f} s)")
+        speedups = [f"{clock} clock {statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})" for clock, r in (
+            (clock, [a / b for a, b in zip(values["ganforge"], values["compiled"], strict=True)])
+            for clock, values in (("wall", seconds), ("CPU", cpu_seconds)))]
+        print(f"model.compile (mode {args.compile_mode or 'default'}): step speed-up per round, median (range): "
+              f"{', '.join(speedups)}; compile time {statistics.median(compile_s):.0f} s (first batch over the eager "
+              f"first batch, median; {min(compile_s):.0f}-{max(compile_s):.0f} s)")
     print("ms/step, CPU ms: the best round by the wall and the process's CPU clock; spread: the rounds' max - min "
           "over their median. 'vs 1 proc': step time over "
           "ganforge's 1-process one alone on the machine; 'vs 2 indep': over two independent 1-process runs sharing "
