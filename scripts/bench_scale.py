@@ -42,7 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 # communication, so a 2-process variant's step time over theirs is the cost of distribution alone.
 INDEPENDENT = "independent"
 # variant -> (label, processes, trainer strategy)
-VARIANTS = {"plain": ("plain PyTorch, 1 process", 1, None), "ganforge": ("ganforge, 1 process", 1, "auto"),
+VARIANTS = {"plain": ("plain PyTorch, 1 process", 1, None),
+            "lightning": ("plain step in Lightning", 1, None), "ganforge": ("ganforge, 1 process", 1, "auto"),
             "ganforge_bar": ("ganforge + progress bar", 1, "auto"),
             "compiled": ("ganforge, model.compile", 1, "auto"),
             "solo2": ("ganforge, 2 independent procs", 2, INDEPENDENT),
@@ -126,7 +127,7 @@ def plain(args) -> float:
     """The same algorithm as GAN.training_step, without a framework: seconds per timed step."""
     import torch
 
-    from modules.ema import make_ema_copy, update_ema
+    from modules.ema import make_ema_copy
     from modules.losses import NonSaturatingLoss
 
     g, d, hp = players(args)
@@ -136,23 +137,84 @@ def plain(args) -> float:
     module = data(args)
     stamps = []
     for real in module.train_dataloader():
-        with torch.no_grad():
-            fake = g(torch.randn(n, g.latent_dim), None)
-        d_loss = loss.discriminator(d(real, None), d(fake, None))
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        d.requires_grad_(False)
-        g_loss = loss.generator(d(g(torch.randn(n, g.latent_dim), None), None))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        d.requires_grad_(True)
-        update_ema(ema, g, 0.999)
+        plain_step(g, d, ema, loss, opt_g, opt_d, real, n, torch.Tensor.backward)
         stamps.append(clocks())
         if len(stamps) > args.warmup + args.steps:
             break
     return per_step(stamps, args.warmup, args.steps)
+
+
+def plain_step(g, d, ema, loss, opt_g, opt_d, real, n: int, backward) -> None:
+    """One D step on ``real`` and one G step against the frozen D, then the EMA: GAN.training_step's algorithm."""
+    import torch
+
+    from modules.ema import update_ema
+
+    with torch.no_grad():
+        fake = g(torch.randn(n, g.latent_dim), None)
+    d_loss = loss.discriminator(d(real, None), d(fake, None))
+    opt_d.zero_grad(set_to_none=True)
+    backward(d_loss)
+    opt_d.step()
+    d.requires_grad_(False)
+    g_loss = loss.generator(d(g(torch.randn(n, g.latent_dim), None), None))
+    opt_g.zero_grad(set_to_none=True)
+    backward(g_loss)
+    opt_g.step()
+    d.requires_grad_(True)
+    update_ema(ema, g, 0.999)
+
+
+def lightning(args) -> dict:
+    """The plain step as a manual-optimization LightningModule (Lightning's loop, hooks, optimizer wrappers and
+    manual_backward, nothing of ganforge's): Lightning's own share of ganforge's cost."""
+    import pytorch_lightning as pl
+    import torch
+
+    from modules.ema import make_ema_copy
+    from modules.losses import NonSaturatingLoss
+
+    class PlainStep(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.g, self.d, self.hp = players(args)
+            self.ema, self.gan_loss = make_ema_copy(self.g), NonSaturatingLoss()
+
+        def configure_optimizers(self):
+            hp = self.hp
+            return [torch.optim.Adam(self.g.parameters(), lr=hp["lr_g"], betas=hp["betas_g"]),
+                    torch.optim.Adam(self.d.parameters(), lr=hp["lr_d"], betas=hp["betas_d"])]
+
+        def training_step(self, real, batch_idx):
+            opt_g, opt_d = self.optimizers()
+            plain_step(self.g, self.d, self.ema, self.gan_loss, opt_g, opt_d, real, real.shape[0],
+                       self.manual_backward)
+
+    stamps = batch_stamps(args)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=args.warmup + args.steps + 1, logger=False, callbacks=[stamps],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(PlainStep(), data(args))
+    return per_step(stamps.times, args.warmup, len(stamps.times) - 1 - args.warmup)
+
+
+def batch_stamps(args, on_warm=None):
+    """A callback that stamps clocks() at each batch end (and calls ``on_warm`` after the warm-up batches)."""
+    import pytorch_lightning as pl
+
+    class BatchStamps(pl.Callback):
+        def __init__(self):
+            self.times = []
+
+        def on_train_start(self, trainer, pl_module):
+            self.started = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.times.append(clocks())
+            if len(self.times) == args.warmup + 1 and on_warm is not None:
+                on_warm()
+
+    return BatchStamps()
 
 
 def clocks() -> tuple[float, float]:
@@ -192,21 +254,9 @@ def ganforge(args, variant: str) -> dict | None:
     for name in ("all_reduce", "broadcast", "barrier", "all_gather_into_tensor", "reduce_scatter_tensor"):
         setattr(dist, name, timing(getattr(dist, name)))
 
-    class Stamps(pl.Callback):
-        def __init__(self):
-            self.times = []
-
-        def on_train_start(self, trainer, pl_module):
-            self.started = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.times.append(clocks())
-            if len(self.times) == args.warmup + 1:
-                in_collectives[0] = 0.0
-
     g, d, hp = players(args)
     model = GAN(g, d, loss=NonSaturatingLoss(), compile=variant == "compiled", compile_mode=args.compile_mode, **hp)
-    stamps = Stamps()
+    stamps = batch_stamps(args, on_warm=lambda: in_collectives.__setitem__(0, 0.0))
     _, devices, strategy = VARIANTS[variant]
     if strategy == INDEPENDENT:
         devices, strategy = 1, "auto"
@@ -231,7 +281,8 @@ def worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    result = plain(args) if args.worker == "plain" else ganforge(args, args.worker)
+    runs = {"plain": plain, "lightning": lightning}
+    result = runs[args.worker](args) if args.worker in runs else ganforge(args, args.worker)
     if result is not None:
         Path(args.out).write_text(json.dumps(result))
 
@@ -259,7 +310,7 @@ def spread(values: list[float]) -> str:
 def ratio_line(variant: str, reference: str, seconds: dict[str, list[float]], clock: str, floor: float | None) -> str:
     """reference/variant throughput (or, for 2-process variants, variant/reference step time) by ``clock``: the
     best rounds' ratio and the per-round ratios' median and range (the two ran back to back in each round)."""
-    cost = reference != "plain"
+    cost = reference.startswith(("solo", "ddp"))
     per_round = sorted((a / b) ** (-1 if cost else 1) for a, b in zip(seconds[reference], seconds[variant],
                                                                       strict=True))
     best = (min(seconds[reference]) / min(seconds[variant])) ** (-1 if cost else 1)
@@ -303,10 +354,12 @@ def main() -> None:
               f"{over_one:>11}{over_two:>12}{collectives:>13}")
     floor = 0.97 if args.model == "mlp" else 0.98
     for clock, values in (("wall", seconds), ("CPU", cpu_seconds)):
-        for variant, reference in (("ganforge", "plain"), ("ganforge_bar", "plain"), ("ddp2", "solo2"),
+        for variant, reference in (("lightning", "plain"), ("ganforge", "plain"), ("ganforge", "lightning"),
+                                   ("ganforge_bar", "plain"), ("ddp2", "solo2"),
                                    ("ddp2", "ddp2_no_overlap")):
             if variant in values and reference in values:
-                print(ratio_line(variant, reference, values, clock, floor if reference == "plain" else None))
+                floors = floor if reference == "plain" and variant.startswith("ganforge") else None
+                print(ratio_line(variant, reference, values, clock, floors))
     if "compiled" in best and "ganforge" in best:
         compile_s = [c["first_batch_seconds"] - e["first_batch_seconds"]
                      for c, e in zip(rounds["compiled"], rounds["ganforge"], strict=True)]
