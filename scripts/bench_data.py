@@ -40,6 +40,9 @@ from pipeline.commands import shards as shards_command
 BATCH = 64
 WORKERS = (0, 1, 2)
 TEMPLATE_WORKERS = 8  # num_workers per GPU in configs/templates/
+# Local shards decoded in this process, over its CPU time: one core's rate without the waits for a core that
+# other programs hold (steady on a shared machine), the rate of one worker on a node with a core per worker.
+PER_CORE = ("shards, per core", 0)
 # GPU steps the templates' loaders feed: resolution -> (what, real images/s per GPU, where the figure comes from).
 # DCGAN-64's rate is the model's FLOPs per image (counted by torch's FlopCounterMode: dcgan64_flops_per_image)
 # at an assumed throughput; StyleGAN2-256's is published.
@@ -86,18 +89,27 @@ class ImageFiles(Dataset):
         return image, self.labels[os.path.dirname(self.files[i])]
 
 
-def samples_per_second(loader) -> float:
-    """Steady-state rate of one pass: samples after the first batch over the time since it arrived."""
+def samples_per_second(loader, clock=time.perf_counter) -> float:
+    """Steady-state rate of one pass: samples after the first batch over the ``clock`` time since it arrived."""
     iterator = iter(loader)
     next(iterator)
-    started, samples = time.perf_counter(), 0
+    started, samples = clock(), 0
     for batch in iterator:
         samples += len(batch[0] if isinstance(batch, (list, tuple)) else batch)
-    return samples / (time.perf_counter() - started)
+    return samples / (clock() - started)
 
 
 def dcgan_step_rate(steps: int = 2) -> float:
-    """Images/s of one DCGAN-64 discriminator step plus one generator step (Adam, batch 64)."""
+    """Images/s of one DCGAN-64 discriminator step plus one generator step (Adam, batch 64), on all the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a loader worker's decoding is one core's; the DCGAN step uses them all
+    try:
+        return _dcgan_step_rate(steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _dcgan_step_rate(steps: int) -> float:
     torch.manual_seed(0)
     g, d = DCGANGenerator(resolution=64), DCGANDiscriminator(resolution=64)
     opt_g, opt_d = (torch.optim.Adam(m.parameters(), 2e-4, betas=(0.5, 0.999)) for m in (g, d))
@@ -181,10 +193,11 @@ def bench(resolution: int, count: int, root: str, rounds: int) -> dict[tuple[str
                                                        batch_size=BATCH, num_workers=workers,
                                                        shuffle_buffer=256).train_dataloader()
         # Round-robin passes: a burst of someone else's work should not land on one contender only.
-        rates: dict[tuple[str, int | None], list[float]] = {key: [] for key in loaders}
+        rates: dict[tuple[str, int | None], list[float]] = {key: [] for key in [*loaders, PER_CORE]}
         for _ in range(rounds):
             for key, loader in loaders.items():
                 rates[key].append(samples_per_second(loader))
+            rates[PER_CORE].append(samples_per_second(loaders["shards local", 0], time.process_time))
     finally:
         server.kill()
     return rates
@@ -206,7 +219,7 @@ def main() -> None:
         parser.error(f"--samples: at least {8 * BATCH} images per resolution, for a steady-state rate")
     if args.rounds < 3:
         parser.error("--rounds: at least 3, for a median and a spread")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(1)  # a loader worker's decoding is one core's; the DCGAN step uses them all
     step_rates = [dcgan_step_rate(steps=4) for _ in range(3)]
     gpu = gpu_steps()
     failures = []
@@ -221,7 +234,8 @@ def main() -> None:
                   f"{'http/local':>12}")
             for (name, workers), values in rates.items():
                 value = median[name, workers]
-                files = f"{value / median['image files', workers]:.2f}" if workers is not None else ""
+                files = f"{value / median['image files', workers]:.2f}" if name.endswith(("files", "local", "http")) \
+                    else ""
                 http = ""
                 if name == "shards http":
                     ratio, spread = median_ratio(values, rates["shards local", workers])
@@ -232,14 +246,15 @@ def main() -> None:
                 print(f"{name:<16}{'' if workers is None else workers:>8}{value:>11.0f}{100 * spread:>7.0f}%"
                       f"{value / memory:>9.2f}{files:>8}{http:>12}")
             one, two = rates["shards local", 1], rates["shards local", 2]
-            per_worker = statistics.median(one)
+            per_worker = median[PER_CORE]
             scaling, _ = median_ratio(two, one)
             what, gpu_rate = gpu[resolution]
             needed = math.ceil(gpu_rate / per_worker)
-            print(f"GPU feed: one worker decodes {per_worker:.0f} samples/s (2 workers: {scaling:.2f}x on this "
-                  f"machine's {os.cpu_count()} cores); {what}: {gpu_rate:.0f} images/s per GPU needs {needed} "
-                  f"worker(s); "
-                  f"the templates' {TEMPLATE_WORKERS} workers feed {TEMPLATE_WORKERS * per_worker / gpu_rate:.1f}x it")
+            print(f"GPU feed: one core decodes {per_worker:.0f} samples/s (spread "
+                  f"{100 * (max(rates[PER_CORE]) - min(rates[PER_CORE])) / per_worker:.0f}%; 2 workers: {scaling:.2f}x "
+                  f"1 worker on this machine's {os.cpu_count()} shared cores); {what}: {gpu_rate:.0f} images/s "
+                  f"per GPU needs {needed} worker(s); the templates' {TEMPLATE_WORKERS} workers feed "
+                  f"{TEMPLATE_WORKERS * per_worker / gpu_rate:.1f}x it")
             if TEMPLATE_WORKERS * per_worker < gpu_rate:
                 failures.append(f"{resolution} px: {TEMPLATE_WORKERS} workers ({TEMPLATE_WORKERS * per_worker:.0f}/s) "
                                 f"are slower than the GPU step ({gpu_rate:.0f}/s)")
