@@ -11,6 +11,11 @@ backward"), which R1, R2 and WGAN-GP need (the gradient w.r.t. D's input, with c
 backward through it). Such a pass runs the eager networks under ``Compiler.eager()`` (the GAN does so for
 every critic call on a penalty's input); the other passes of the step stay compiled.
 
+Parametrized networks (spectral normalisation) stay eager, with one warning: their power iteration updates its
+vectors in place in every training forward, and a compiled graph saves those vectors for its backward, so a
+network run twice before one backward (D on reals, then on fakes) fails there ("modified by an inplace
+operation"), after the forward, where no fallback can catch it.
+
 Compilation is lazy: a backend that cannot build (no C++ compiler, an operation it does not support) raises at a
 first call, not at ``torch.compile``. The first failure of any compiled network turns every network of the same
 ``Compiler`` back to eager for the rest of the process and warns once; the call that failed runs again eagerly,
@@ -26,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 
 class Compiler:
@@ -45,6 +51,11 @@ class Compiler:
     def compile(self, module: nn.Module) -> None:
         """``module(...)`` runs compiled from now on (until a failure); nothing about its state changes."""
         if self.failure is not None:
+            return
+        if any(parametrize.is_parametrized(layer) for layer in module.modules()):
+            warnings.warn(f"model.compile: {type(module).__name__} has parametrized layers (spectral normalisation), "
+                          f"whose in-place updates break compiled backwards; it runs eagerly", RuntimeWarning,
+                          stacklevel=3)
             return
 
         def eager_call(*args: Any, **kwargs: Any) -> Any:

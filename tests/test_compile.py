@@ -74,3 +74,14 @@ def test_failed_compilation_warns_once_and_trains_as_eager(tmp_path, monkeypatch
     assert "training continues without it" in str(compile_warnings[0].message)
     assert model.generator._compiled_call_impl is None and model.discriminator._compiled_call_impl is None
     assert_same_weights(model, fit(tmp_path / "eager", make_gan(), 3))
+
+
+def test_a_spectrally_normalised_discriminator_stays_eager_with_one_warning(tmp_path):
+    torch._dynamo.reset()
+    model = make_gan(compile=True, compile_backend="aot_eager", spectral_norm=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, model, 3)  # compiled, D's two forwards before one backward would fail in that backward
+    messages = [str(w.message) for w in caught if "model.compile" in str(w.message)]
+    assert len(messages) == 1 and "MLPDiscriminator has parametrized layers" in messages[0]
+    assert model.discriminator._compiled_call_impl is None and model.generator._compiled_call_impl is not None
