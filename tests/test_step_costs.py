@@ -1,6 +1,8 @@
 """What a training step spends besides the game: the EMA update in fused kernels, metrics only on logging steps,
 and logged values fetched to the host in one copy."""
 
+import inspect
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -58,3 +60,12 @@ def test_score_metrics_are_computed_only_on_logging_steps_and_logged_from_the_ho
     logged = trainer.callback_metrics
     assert {"loss/d", "loss/g", "D(x)", "D(G(z))", "kimg"} <= set(logged)
     assert logged["kimg"].item() == torch.tensor(6 * 8 / 1000).item()
+
+
+def test_lightning_reads_the_precomputed_training_step_signature():
+    from pytorch_lightning.utilities.signature_utils import is_param_in_hook_signature
+
+    model = GAN(MLPGenerator(latent_dim=2, hidden=8, layers=2), MLPDiscriminator(hidden=8, layers=2))
+    assert list(inspect.signature(model.training_step).parameters) == ["batch", "batch_idx"]
+    assert is_param_in_hook_signature(model.training_step, "batch_idx", min_args=2)
+    assert inspect.signature(GAN.training_step) is GAN.training_step.__signature__
