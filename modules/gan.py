@@ -124,7 +124,7 @@ class GAN(pl.LightningModule):
             self.compile_players()
 
     def compile_players(self) -> None:
-        """model.compile: G's and D's forwards (with the regularizers' passes through D) run torch.compile'd."""
+        """model.compile: G's and D's forwards run torch.compile'd (gradient penalties' passes stay eager: critic)."""
         self._compiler = Compiler(self.hparams.compile_mode, self.hparams.compile_backend)
         for net in (self.generator, self.discriminator):
             self._compiler.compile(net)
