@@ -4,6 +4,7 @@ with accumulated micro-batches; the idle player sends nothing."""
 
 import os
 import socket
+import time
 
 import torch
 import torch.distributed as dist
@@ -73,7 +74,16 @@ def free_port() -> int:
 
 
 def test_buckets_reduce_during_the_backward_and_equal_the_reduce_after_it(tmp_path):
-    mp.start_processes(rank_main, args=(free_port(), str(tmp_path)), nprocs=WORLD, start_method="fork")
+    # spawn, not fork: a fork of the suite's process (its wandb, gloo and OpenMP threads) can inherit a held lock
+    # and hang; a deadline turns a hung rank into a failure instead of a stalled suite.
+    ranks_running = mp.start_processes(rank_main, args=(free_port(), str(tmp_path)), nprocs=WORLD,
+                                       start_method="spawn", join=False)
+    deadline = time.monotonic() + 120
+    while not ranks_running.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in ranks_running.processes:
+                process.kill()
+            raise AssertionError("the 2 gloo ranks did not finish within 120 s")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     for micro_batches in (1, 2):
         result = ranks[0][micro_batches]
