@@ -236,7 +236,7 @@ def main() -> None:
                if args.inception else "")
         print(f"| preset | {fid}in-domain FD ({fd_samples} samples) | classes | class KL | "
               f"asked-class accuracy % | kimg | training {'CPU ' if args.budget_clock == 'cpu' else ''}s |")
-        print("|---" * (7 if args.inception else 6) + "|")
+        print("|---" * (8 if args.inception else 7) + "|")
     print("\n".join(rows))
 
 
